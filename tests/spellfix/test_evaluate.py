@@ -1,0 +1,223 @@
+"""``evaluate(cfg)`` end to end on small pairs files, dataset splits and the real lists."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from data_synth.paths import CONF_DIR
+from spellfix.evaluate import EvalInputError, evaluate
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+PAIRS_TSV = (
+    "misspelled\tcorrect\n"
+    "speling\tspelling\n"
+    "recieve\treceive\n"
+    "presbyterian\tPresbyterian\n"
+    "let it be\tlet it be\n"
+    "quen bohemian rapsody\tqueen bohemian rhapsody\n"
+)
+
+
+def compose_eval(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("eval", overrides=list(overrides))
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.tsv"
+    path.write_text(PAIRS_TSV, encoding="utf-8")
+    return path
+
+
+def test_identity_and_symspell_side_by_side(pairs_file: Path, tmp_path: Path):
+    out = tmp_path / "report"
+    results = evaluate(
+        compose_eval(f"pairs={pairs_file}", "systems=[identity,symspell]", f"output_dir={out}")
+    )
+
+    # 5 pairs; "presbyterian" (case only) and "let it be" are already correct ignoring case.
+    assert results["pairs"] == {"path": str(pairs_file), "n": 5, "n_clean": 2, "n_case_only": 1}
+    identity, symspell = results["systems"]
+    assert identity["system"] == "identity"
+    assert identity["exact_match"] == pytest.approx(2 / 5)
+    assert identity["correction_recall"] == 0.0
+    assert identity["overcorrection_rate"] == 0.0
+    # symspell fixes all three typos (4 misspelled words) and leaves the clean rows alone.
+    assert symspell["system"] == "symspell"
+    assert symspell["exact_match"] == 1.0
+    assert symspell["correction_precision"] == 1.0
+    assert symspell["correction_recall"] == 1.0
+    assert symspell["overcorrection_rate"] == 0.0
+    assert symspell["queries_per_s"] > 0
+
+    written = json.loads((out / "eval_results.json").read_text(encoding="utf-8"))
+    assert [row["system"] for row in written["systems"]] == ["identity", "symspell"]
+    assert written["systems"][0]["correction_precision"] is None  # undefined: no changes made
+    assert {error["source"] for error in written["systems"][0]["errors"]} == {
+        "speling",
+        "recieve",
+        "quen bohemian rapsody",
+    }
+    table = (out / "eval_results.md").read_text(encoding="utf-8")
+    assert "| identity | 40.0% |" in table
+    assert "| symspell | 100.0% |" in table
+
+
+def test_model_and_systems_are_deduplicated_model_first(pairs_file: Path, tmp_path: Path):
+    results = evaluate(
+        compose_eval(
+            f"pairs={pairs_file}",
+            "system=symspell",
+            "systems=[identity,symspell]",
+            f"output_dir={tmp_path}",
+        )
+    )
+    assert [row["system"] for row in results["systems"]] == ["symspell", "identity"]
+
+
+def test_csv_with_configured_column_names_and_limit(tmp_path: Path):
+    pairs = tmp_path / "queries.csv"
+    pairs.write_text('query,intended\nspeling,spelling\n"let it be",let it be\nabba,abba\n')
+    results = evaluate(
+        compose_eval(
+            f"pairs={pairs}",
+            "system=identity",
+            "pairs_columns.source=query",
+            "pairs_columns.target=intended",
+            "limit=2",
+            f"output_dir={tmp_path / 'out'}",
+        )
+    )
+    assert results["pairs"]["n"] == 2
+    assert results["systems"][0]["exact_match"] == 0.5
+
+
+def test_data_synth_dataset_directory_uses_the_test_split(tmp_path: Path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict(
+        {
+            "train": Dataset.from_dict({"noisy": ["x"] * 4, "clean": ["x"] * 4}),
+            "test": Dataset.from_dict(
+                {"noisy": ["speling", "abba", "recieve"], "clean": ["spelling", "abba", "receive"]}
+            ),
+        }
+    ).save_to_disk(tmp_path / "dataset")
+    results = evaluate(
+        compose_eval(f"pairs={tmp_path / 'dataset'}", "system=identity", f"output_dir={tmp_path}")
+    )
+    assert results["pairs"]["n"] == 3
+    assert results["pairs"]["path"].endswith("[test]")
+    assert results["systems"][0]["exact_match"] == pytest.approx(1 / 3)
+
+    with pytest.raises(EvalInputError, match="no split 'validation'"):
+        evaluate(
+            compose_eval(
+                f"pairs={tmp_path / 'dataset'}",
+                "system=identity",
+                "split=validation",
+                f"output_dir={tmp_path}",
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pairs_columns.target=fixed"], "no column 'fixed'"),
+        (["pairs={missing}"], "does not exist"),
+        (["system=null"], "no system to evaluate"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    pairs_file: Path, tmp_path: Path, overrides: list[str], message: str
+):
+    out = tmp_path / "out"
+    overrides = [o.format(missing=tmp_path / "missing.tsv") for o in overrides]
+    cfg = compose_eval(f"pairs={pairs_file}", "system=identity", f"output_dir={out}", *overrides)
+    with pytest.raises(EvalInputError, match=message):
+        evaluate(cfg)
+    assert not out.exists()
+
+
+def test_ragged_line_is_named_by_number(tmp_path: Path):
+    pairs = tmp_path / "ragged.tsv"
+    pairs.write_text("misspelled\tcorrect\nspeling\tspelling\nonly-one-field\n")
+    with pytest.raises(EvalInputError, match=r"ragged.tsv:3: expected 2 fields"):
+        evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+
+
+def test_cli_bad_column_prints_one_line_and_fails(pairs_file: Path, tmp_path: Path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spellfix.evaluate",
+            f"pairs={pairs_file}",
+            "model=identity",
+            "pairs_columns.source=typo",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2
+    error_lines = completed.stderr.strip().splitlines()
+    assert len(error_lines) == 1, completed.stderr
+    assert "no column 'typo'" in error_lines[0]
+    assert "pairs_columns.source" in error_lines[0]
+    assert not (tmp_path / "run" / "eval_results.json").exists()
+
+
+def test_cli_writes_the_report_into_the_hydra_run_dir(pairs_file: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spellfix.evaluate",
+            f"pairs={pairs_file}",
+            "model=identity",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| identity | 40.0% |" in completed.stdout
+    assert json.loads((run_dir / "eval_results.json").read_text())["pairs"]["n"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("file_name", "rows"),
+    [("aspell.tsv", 531), ("wikipedia_birkbeck.tsv", 2455), ("norvig_testset1.tsv", 270)],
+)
+def test_real_misspellings_symspell_beats_doing_nothing(
+    shared_data: Path, tmp_path: Path, file_name: str, rows: int
+):
+    results = evaluate(
+        compose_eval(
+            f"pairs={shared_data / 'misspellings' / file_name}",
+            "systems=[identity,symspell]",
+            f"output_dir={tmp_path}",
+        )
+    )
+    assert results["pairs"]["n"] == rows
+    identity, symspell = results["systems"]
+    assert identity["correction_recall"] == 0.0
+    assert symspell["exact_match"] > identity["exact_match"] + 0.3
+    assert symspell["cer"] < identity["cer"]

@@ -63,10 +63,17 @@ def load_pairs(
         raise EvalInputError(
             f"pairs path {path} does not exist; set pairs=<TSV/CSV file or dataset dir>"
         )
+    if limit is not None and limit < 1:
+        raise EvalInputError(f"limit must be a positive number of pairs or null, got {limit}")
     if path.is_dir():
         sources, references, origin = _read_dataset_split(path, dataset_columns, split)
     else:
-        sources, references = _read_pairs_file(path, pairs_columns)
+        try:
+            sources, references = _read_pairs_file(path, pairs_columns)
+        except UnicodeDecodeError as error:
+            raise EvalInputError(
+                f"pairs file {path} is not UTF-8 (byte {error.start}); re-save it as UTF-8"
+            ) from error
         origin = str(path)
     if limit is not None:
         sources, references = sources[:limit], references[:limit]

@@ -154,6 +154,13 @@ def test_ragged_line_is_named_by_number(tmp_path: Path):
         evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
 
 
+def test_non_utf8_file_is_named(tmp_path: Path):
+    pairs = tmp_path / "latin1.tsv"
+    pairs.write_bytes("misspelled\tcorrect\nbeyonc\tbeyoncé\n".encode("latin-1"))
+    with pytest.raises(EvalInputError, match=r"latin1.tsv is not UTF-8"):
+        evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+
+
 def test_cli_bad_column_prints_one_line_and_fails(pairs_file: Path, tmp_path: Path):
     completed = subprocess.run(
         [

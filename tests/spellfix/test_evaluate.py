@@ -228,3 +228,27 @@ def test_real_misspellings_symspell_beats_doing_nothing(
     assert identity["correction_recall"] == 0.0
     assert symspell["exact_match"] > identity["exact_match"] + 0.3
     assert symspell["cer"] < identity["cer"]
+
+
+def test_model_directory_is_scored_on_the_corrector_output(
+    pairs_file: Path, tmp_path: Path, tiny_model_dir: Path
+):
+    correct = pytest.importorskip("spellfix.correct", reason="spellfix.correct not written yet")
+    from spellfix.evaluate import load_pairs
+    from spellfix.metrics import compute_metrics
+
+    results = evaluate(
+        compose_eval(
+            f"pairs={pairs_file}",
+            f"system={tiny_model_dir}",
+            "batch_size=2",
+            f"output_dir={tmp_path}",
+        )
+    )
+    (row,) = results["systems"]
+    assert row["system"] == f"{tiny_model_dir.name} (torch)"
+    pairs = load_pairs(pairs_file)
+    corrector = correct.Corrector.from_pretrained(tiny_model_dir, backend="torch", batch_size=2)
+    expected = compute_metrics(pairs.sources, corrector.correct(pairs.sources), pairs.references)
+    for key, value in expected.items():
+        assert row[key] == pytest.approx(value, nan_ok=True), key

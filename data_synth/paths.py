@@ -10,4 +10,6 @@ deployment keeps its configs apart from the code.
 import os
 from pathlib import Path
 
-CONF_DIR = Path(os.environ.get("SPELLFIX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+CONF_DIR = Path(
+    os.environ.get("SPELLFIX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf")
+)

@@ -1,0 +1,84 @@
+"""Type checks for command-line overrides, which plain YAML configs do not get from Hydra.
+
+Hydra already rejects a key that does not exist (configs are in struct mode), but with
+YAML defaults it accepts ``data.max_tokens=lots`` and the run dies much later, deep in
+a sampler. Every default in ``conf/`` is typed by its value, so an override is checked
+against the value it replaces: a number stays a number, a bool stays a bool.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from data_synth.corpus import CorpusError
+
+
+class UserConfigError(ValueError):
+    """A setting the user can fix; reported as one line, without a traceback."""
+
+
+class ConfigTypeError(UserConfigError):
+    """An override whose value has the wrong type for its key."""
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return True
+
+
+def check_override_types(cfg: DictConfig, config_name: str, overrides: list[str]) -> None:
+    """Raise ``ConfigTypeError`` naming the first override whose type contradicts its default."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    # Group choices (model=bart_small) shape the defaults; value overrides are what we check.
+    choices = [o.input_line for o in parsed if not o.is_delete() and _is_group_choice(o)]
+    reference = compose(config_name, overrides=choices)
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete() or override.is_add() or _is_group_choice(override):
+            continue
+        if key.startswith("hydra."):
+            continue
+        default = OmegaConf.select(reference, key, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(default, DictConfig) or not _compatible(default, value):
+            expected = type(default).__name__
+            raise ConfigTypeError(
+                f"{key}={override.value()!r}: expected {expected} like the default {default!r}"
+            )
+
+
+def _is_group_choice(override: Any) -> bool:
+    return HydraConfig.initialized() and override.key_or_group in HydraConfig.get().runtime.choices
+
+
+def checked_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable]:
+    """Wrap a ``@hydra.main`` body: type-check the overrides, turn known errors into one line."""
+
+    def decorate(body: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+        @wraps(body)
+        def run(cfg: DictConfig) -> Any:
+            try:
+                check_override_types(cfg, config_name, list(HydraConfig.get().overrides.task))
+                return body(cfg)
+            except (UserConfigError, FileNotFoundError, CorpusError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
+
+        return run
+
+    return decorate

@@ -1,0 +1,409 @@
+"""Data for training: a dataset of (noisy, clean) pairs, batched by a token budget.
+
+Search queries are short and their lengths vary a lot ("adele" vs a full song title
+plus artist). Fixed-size batches of randomly ordered queries therefore waste much of
+every step on padding, and a fixed batch size that fits the longest batch leaves the
+device idle on the short ones. ``TokenBudgetBatchSampler`` groups queries of similar
+length (shuffled buckets, so the order stays random at the scale of an epoch) and fills
+each batch up to a budget of padded tokens: little padding and a near-constant amount
+of work per step.
+
+Two noise modes:
+- ``static``: the dataset's own pairs, tokenized once with ``datasets.map`` (cached);
+- ``dynamic``: fresh typos from the clean side at every epoch, seeded by the epoch, so
+  a long run never sees the same typo twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from data_synth.build import build_dataset, dataset_fingerprint, load_dataset_dir
+from data_synth.noise import NoiseModel
+
+LABEL_PAD = -100  # ignored by the loss
+
+
+def padded_length(length: int, multiple: int) -> int:
+    return int(math.ceil(length / multiple) * multiple)
+
+
+def resolve_dataset_dir(data_cfg: DictConfig, noise_cfg: DictConfig) -> Path:
+    """The dataset to train on: the one named by ``data.dataset_dir``, or one synthesized.
+
+    A synthesized dataset is cached under its config fingerprint, so a second run with
+    the same corpus, noise and build settings reuses it instead of synthesizing again.
+    """
+    if data_cfg.dataset_dir:
+        path = Path(data_cfg.dataset_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"data.dataset_dir={path} does not exist; build one with spellfix-synth "
+                "or set data.dataset_dir=null to synthesize from data.corpus"
+            )
+        return path
+    corpus = OmegaConf.to_container(data_cfg.corpus, resolve=True)
+    build = OmegaConf.to_container(data_cfg.build, resolve=True)
+    noise = OmegaConf.to_container(noise_cfg, resolve=True)
+    cached = Path(data_cfg.cache_dir) / dataset_fingerprint(corpus, noise, build)
+    if not (cached / "manifest.json").is_file():
+        build_dataset(corpus, noise, build, cached)
+    return cached
+
+
+class PairEncoder:
+    """Tokenizes (noisy, clean) pairs into the model's inputs and labels, truncated."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_source_length = max_source_length
+        self.max_target_length = max_target_length
+
+    def __call__(self, noisy: list[str], clean: list[str]) -> dict[str, list[list[int]]]:
+        source = self.tokenizer(noisy, truncation=True, max_length=self.max_source_length)
+        target = self.tokenizer(clean, truncation=True, max_length=self.max_target_length)
+        return {"input_ids": source["input_ids"], "labels": target["input_ids"]}
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Tokenized pairs kept as Python lists: indexing is cheap and picklable for workers."""
+
+    def __init__(
+        self,
+        input_ids: list[list[int]],
+        labels: list[list[int]],
+        noisy: list[str],
+        clean: list[str],
+    ) -> None:
+        self.input_ids = input_ids
+        self.labels = labels
+        self.noisy = noisy
+        self.clean = clean
+
+    @classmethod
+    def from_hf(cls, dataset: Dataset) -> PairDataset:
+        return cls(dataset["input_ids"], dataset["labels"], dataset["noisy"], dataset["clean"])
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "input_ids": self.input_ids[index],
+            "labels": self.labels[index],
+            "noisy": self.noisy[index],
+            "clean": self.clean[index],
+        }
+
+    def source_lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self))
+
+    def target_lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.labels), dtype=np.int64, count=len(self))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Static pairs do not change between epochs."""
+
+
+class DynamicNoiseDataset(PairDataset):
+    """Pairs whose noisy side is drawn afresh from the clean side at every epoch.
+
+    The draw is seeded by ``seed + epoch``, so a resumed run and every DDP rank see the
+    same typos for the same epoch, and no two epochs see the same ones.
+    """
+
+    def __init__(
+        self, clean: list[str], noise_cfg: Mapping, seed: int, encode: PairEncoder
+    ) -> None:
+        self._noise_cfg = noise_cfg
+        self._seed = seed
+        self._encode = encode
+        self._epoch: int | None = None
+        labels = encode(clean, clean)["labels"]
+        super().__init__(input_ids=[], labels=labels, noisy=[], clean=clean)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch == self._epoch:
+            return
+        noise = NoiseModel.from_config(self._noise_cfg, seed=self._seed + epoch)
+        self.noisy = [c.noisy for c in noise.corrupt_batch(self.clean)]
+        self.input_ids = self._encode(self.noisy, self.clean)["input_ids"]
+        self._epoch = epoch
+
+
+class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Length-bucketed batches under a budget of padded tokens, split evenly over ranks.
+
+    Each epoch: shuffle all indices, cut them into buckets of ``bucket_size`` examples,
+    sort each bucket by length and fill batches greedily so that
+    ``batch_size * (padded source length + padded target length) <= max_tokens`` (or
+    ``batch_size`` examples when no token budget is set), then shuffle the batches.
+    With several ranks the batch count is made a multiple of the world size by
+    splitting the largest batches, so every rank gets the same number of distinct
+    batches and every example is seen exactly once per epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: PairDataset,
+        *,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+        pad_to_multiple_of: int = 8,
+        bucket_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if (max_tokens is None) == (batch_size is None):
+            raise ValueError("give exactly one of max_tokens and batch_size")
+        self.dataset = dataset
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.bucket_size = bucket_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self._batches: list[list[int]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._batches = None
+
+    def _cost(self, source_length: int, target_length: int) -> int:
+        multiple = self.pad_to_multiple_of
+        return padded_length(source_length, multiple) + padded_length(target_length, multiple)
+
+    def _all_batches(self) -> list[list[int]]:
+        self.dataset.set_epoch(self.epoch)
+        source, target = self.dataset.source_lengths(), self.dataset.target_lengths()
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(source)))
+        if self.shuffle:
+            rng.shuffle(order)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.bucket_size):
+            bucket = sorted(
+                order[start : start + self.bucket_size], key=lambda i: (source[i], target[i])
+            )
+            batches.extend(self._fill(bucket, source, target))
+        if self.shuffle:
+            rng.shuffle(batches)
+        return self._balance(batches, source, target)
+
+    def _fill(self, bucket: list[int], source: np.ndarray, target: np.ndarray) -> list[list[int]]:
+        batches, current, widest = [], [], 0
+        for index in bucket:
+            cost = self._cost(int(source[index]), int(target[index]))
+            if self.max_tokens is not None:
+                full = current and max(widest, cost) * (len(current) + 1) > self.max_tokens
+            else:
+                full = len(current) == self.batch_size
+            if full:
+                batches.append(current)
+                current, widest = [], 0
+            current.append(index)
+            widest = max(widest, cost)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _balance(
+        self, batches: list[list[int]], source: np.ndarray, target: np.ndarray
+    ) -> list[list[int]]:
+        """Split the largest batches until every rank can take the same number."""
+        while len(batches) % self.num_replicas:
+            largest = max(range(len(batches)), key=lambda b: len(batches[b]))
+            batch = batches[largest]
+            if len(batch) < 2:
+                raise ValueError(
+                    f"cannot give {self.num_replicas} ranks the same number of batches from "
+                    f"{len(batches)} single-example batches; use more data or fewer devices"
+                )
+            half = len(batch) // 2
+            batches[largest : largest + 1] = [batch[:half], batch[half:]]
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch (computed once per epoch)."""
+        if self._batches is None:
+            self._batches = self._all_batches()[self.rank :: self.num_replicas]
+        return self._batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class PairCollator:
+    """Pads a batch to a multiple of 8 (tensor cores) and keeps the texts for metrics."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _pad(self, rows: Sequence[list[int]], value: int) -> torch.Tensor:
+        width = padded_length(max(len(r) for r in rows), self.pad_to_multiple_of)
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        input_ids = self._pad([e["input_ids"] for e in examples], self.pad_token_id)
+        labels = self._pad([e["labels"] for e in examples], LABEL_PAD)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != self.pad_token_id).long(),
+            "labels": labels,
+            "decoder_attention_mask": (labels != LABEL_PAD).long(),
+            "noisy": [e["noisy"] for e in examples],
+            "clean": [e["clean"] for e in examples],
+        }
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader Lightning can checkpoint mid-epoch (it has ``state_dict``).
+
+    It owns the epoch counter of its batch sampler and how many batches of the current
+    epoch the training loop has consumed; after a restart the same epoch's batches are
+    replayed from where the killed run stopped, not from the start.
+    """
+
+    def __init__(
+        self, *args: Any, consumed_batches: Callable[[], int] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = 0
+        self._skip = 0
+        self._yielded = 0
+        self._consumed_batches = consumed_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        self.batch_sampler.set_epoch(self._epoch)
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
+        iterator = super().__iter__()
+        for _ in range(skip):
+            next(iterator)  # cheap: batches are made of ready-tokenized lists
+        for batch in iterator:
+            self._yielded += 1
+            yield batch
+        self._epoch += 1
+        self._yielded = 0
+
+    def state_dict(self) -> dict[str, int]:
+        consumed = self._consumed_batches() if self._consumed_batches else self._yielded
+        return {"epoch": self._epoch, "consumed_batches": consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._epoch = int(state["epoch"])
+        self._skip = int(state["consumed_batches"])
+
+
+class SpellDataModule(pl.LightningDataModule):
+    """Reads or synthesizes the dataset, tokenizes it, and serves token-budget batches."""
+
+    def __init__(
+        self,
+        data_cfg: DictConfig,
+        noise_cfg: DictConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.cfg = data_cfg
+        self.noise_cfg = noise_cfg
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.encode = PairEncoder(tokenizer, data_cfg.max_source_length, data_cfg.max_target_length)
+        self.collate = PairCollator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of)
+        self.dataset_dir: Path | None = None
+        self.splits: dict[str, PairDataset] = {}
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        path = self.dataset_dir / "manifest.json" if self.dataset_dir else None
+        return json.loads(path.read_text()) if path and path.is_file() else {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.dataset_dir = resolve_dataset_dir(self.cfg, self.noise_cfg)
+        raw: DatasetDict = load_dataset_dir(self.dataset_dir)
+        for name, split in raw.items():
+            if name == "train" and self.cfg.noise_mode == "dynamic":
+                noise = OmegaConf.to_container(self.noise_cfg, resolve=True)
+                self.splits[name] = DynamicNoiseDataset(
+                    split["clean"], noise, self.seed, self.encode
+                )
+                continue
+            tokenized = split.map(
+                lambda rows: self.encode(rows["noisy"], rows["clean"]),
+                batched=True,
+                desc=f"tokenizing {name}",
+            )
+            self.splits[name] = PairDataset.from_hf(tokenized)
+
+    def batch_sampler(self, split: str, shuffle: bool) -> TokenBudgetBatchSampler:
+        world, rank = 1, 0
+        if self.trainer is not None:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+        by_tokens = self.cfg.batching == "tokens"
+        return TokenBudgetBatchSampler(
+            self.splits[split],
+            max_tokens=self.cfg.max_tokens if by_tokens else None,
+            batch_size=None if by_tokens else self.cfg.batch_size,
+            pad_to_multiple_of=self.cfg.pad_to_multiple_of,
+            bucket_size=self.cfg.bucket_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+
+    def _consumed_batches(self) -> int:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return progress.processed
+
+    def _loader(self, split: str, shuffle: bool) -> ResumableDataLoader:
+        return ResumableDataLoader(
+            self.splits[split],
+            batch_sampler=self.batch_sampler(split, shuffle),
+            collate_fn=self.collate,
+            num_workers=self.cfg.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+            consumed_batches=self._consumed_batches if shuffle and self.trainer else None,
+        )
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> ResumableDataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> ResumableDataLoader:
+        return self._loader("test", shuffle=False)

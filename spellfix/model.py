@@ -1,0 +1,224 @@
+"""``SpellCorrector``: the LightningModule that trains BART to turn typos into queries.
+
+The module is deliberately thin around ``BartForConditionalGeneration``: the HF model
+stays the unit that is saved, exported and served, and this class adds only what
+training needs (loss with label smoothing, an AdamW that skips decay on norms and
+biases, a warmup schedule, and generation metrics on a capped validation sample).
+Its hyper-parameters are plain dicts, so a checkpoint loads with
+``torch.load(weights_only=True)`` and the exporter can rebuild the model without
+importing this file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+
+from spellfix.data import LABEL_PAD
+from spellfix.metrics import compute_metrics
+from spellfix.tokenizer import decode_clean, load_tokenizer
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_attention_mask")
+
+
+def build_bart(
+    model_config: dict[str, Any] | None,
+    pretrained: str | None,
+    tokenizer: Any,
+    attn_implementation: str = "sdpa",
+) -> BartForConditionalGeneration:
+    """A BART from a hub id or directory, else from ``model_config`` sized to the tokenizer.
+
+    Token ids come from the tokenizer, never from the preset, so a preset cannot
+    disagree with the vocabulary it is trained with.
+    """
+    if pretrained:
+        return BartForConditionalGeneration.from_pretrained(
+            pretrained, attn_implementation=attn_implementation
+        )
+    config = BartConfig(
+        **(model_config or {}),
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        forced_bos_token_id=None,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
+    model = BartForConditionalGeneration._from_config(
+        config, attn_implementation=attn_implementation
+    )
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_length=config.max_position_embeddings,
+        num_beams=1,
+        do_sample=False,
+    )
+    return model
+
+
+def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: decaying norms and biases only hurts."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_norm_or_bias = param.ndim < 2 or "layernorm" in name.lower() or "norm" in name.lower()
+        (no_decay if is_norm_or_bias else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def warmup_schedule(warmup_steps: int, total_steps: int, kind: str):
+    """Linear warmup, then linear or cosine decay to zero over the remaining steps."""
+    if kind not in ("linear", "cosine", "constant"):
+        raise ValueError(f"model.optim.schedule={kind!r}; choose linear, cosine or constant")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class SpellCorrector(pl.LightningModule):
+    """BART trained with teacher forcing; validated by loss and by greedy corrections."""
+
+    def __init__(
+        self,
+        tokenizer_dir: str,
+        model_config: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        optim: dict[str, Any] | None = None,
+        generation: dict[str, Any] | None = None,
+        attn_implementation: str = "sdpa",
+        compile: bool = False,
+        val_generation_samples: int = 256,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.model = build_bart(model_config, pretrained, self.tokenizer, attn_implementation)
+        # The resolved config (with the tokenizer's sizes) is what the exporter rebuilds.
+        self.save_hyperparameters(
+            {
+                "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
+                "model_config": self.model.config.to_dict(),
+                "pretrained": pretrained,
+                "optim": dict(optim or {}),
+                "generation": dict(generation or {}),
+                "attn_implementation": attn_implementation,
+                "compile": compile,
+                "val_generation_samples": val_generation_samples,
+            }
+        )
+        self.optim = dict(optim or {})
+        self.generation = dict(generation or {})
+        self.val_generation_samples = val_generation_samples
+        self._forward = torch.compile(self.model) if compile else self.model
+        self._predictions: dict[str, list[tuple[str, str, str]]] = {}
+
+    # -- training ---------------------------------------------------------------------
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        labels = inputs.pop("labels")
+        logits = self._forward(**inputs, labels=labels).logits
+        return F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)),
+            labels.view(-1),
+            ignore_index=LABEL_PAD,
+            label_smoothing=float(self.optim.get("label_smoothing", 0.0)),
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = decay_parameter_groups(self.model, float(self.optim.get("weight_decay", 0.01)))
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(
+            groups,
+            lr=float(self.optim.get("lr", 5e-4)),
+            betas=tuple(self.optim.get("betas", (0.9, 0.98))),
+            eps=float(self.optim.get("eps", 1e-8)),
+            fused=fused,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.optim.get("warmup_steps", 0))
+        if 0 < float(self.optim.get("warmup_ratio", 0.0)) < 1:
+            warmup = int(total * float(self.optim["warmup_ratio"]))
+        factor = warmup_schedule(warmup, total, self.optim.get("schedule", "linear"))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # -- evaluation -------------------------------------------------------------------
+    @torch.no_grad()
+    def correct_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
+        """Greedy (or beam) corrections, at most ``max_new_tokens_ratio`` x input length."""
+        ratio = float(self.generation.get("max_new_tokens_ratio", 1.5))
+        extra = int(self.generation.get("max_new_tokens_extra", 8))
+        max_new = int(attention_mask.sum(dim=1).max().item() * ratio) + extra
+        generated = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new,
+            num_beams=int(self.generation.get("num_beams", 1)),
+            do_sample=False,
+        )
+        return decode_clean(self.tokenizer, generated.tolist())
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+        batch_size = batch["input_ids"].size(0)
+        self.log(f"{stage}/loss", self.loss(batch), batch_size=batch_size, sync_dist=True)
+        seen = self._predictions.setdefault(stage, [])
+        room = self.val_generation_samples - len(seen)
+        if room <= 0:
+            return
+        take = min(room, batch_size)
+        predictions = self.correct_batch(batch["input_ids"][:take], batch["attention_mask"][:take])
+        seen.extend(zip(batch["noisy"][:take], predictions, batch["clean"][:take], strict=True))
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        triples = self._predictions.pop(stage, [])
+        if not triples or self.trainer.sanity_checking:
+            return
+        sources, predictions, references = map(list, zip(*triples, strict=True))
+        metrics = compute_metrics(sources, predictions, references)
+        n = metrics.pop("n", len(triples))
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+        self.last_samples = triples[:16]
+        self.last_sample_count = n
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")

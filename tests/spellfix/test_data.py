@@ -1,0 +1,129 @@
+"""Batching by token budget: budget respected, every example once per epoch on all ranks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from spellfix.data import (
+    LABEL_PAD,
+    PairCollator,
+    PairDataset,
+    ResumableDataLoader,
+    TokenBudgetBatchSampler,
+    padded_length,
+)
+
+
+def make_dataset(n: int, seed: int = 0) -> PairDataset:
+    rng = random.Random(seed)
+    sources = [[0] + [5] * rng.randint(1, 40) + [2] for _ in range(n)]
+    targets = [[0] + [6] * rng.randint(1, 40) + [2] for _ in range(n)]
+    return PairDataset(sources, targets, [f"n{i}" for i in range(n)], [f"c{i}" for i in range(n)])
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_batches_respect_budget_and_cover_every_example_once(world_size: int) -> None:
+    dataset = make_dataset(1001)
+    budget = 1024
+    per_rank = []
+    for rank in range(world_size):
+        sampler = TokenBudgetBatchSampler(
+            dataset, max_tokens=budget, bucket_size=200, seed=3, num_replicas=world_size, rank=rank
+        )
+        sampler.set_epoch(1)
+        per_rank.append(list(sampler))
+    assert len({len(batches) for batches in per_rank}) == 1, "ranks got different batch counts"
+    seen = [i for batches in per_rank for batch in batches for i in batch]
+    assert sorted(seen) == list(range(len(dataset)))
+    for batches in per_rank:
+        for batch in batches:
+            widest = max(
+                padded_length(len(dataset.input_ids[i]), 8)
+                + padded_length(len(dataset.labels[i]), 8)
+                for i in batch
+            )
+            assert widest * len(batch) <= budget
+
+
+def test_length_bucketing_pads_far_less_than_random_batches() -> None:
+    dataset = make_dataset(2000)
+    sampler = TokenBudgetBatchSampler(dataset, batch_size=32, bucket_size=2000, seed=0)
+    collate = PairCollator(pad_token_id=1)
+    random_order = list(range(len(dataset)))
+    random.Random(0).shuffle(random_order)
+    random_batches = [random_order[i : i + 32] for i in range(0, len(dataset), 32)]
+
+    def padding_fraction(batches: list[list[int]]) -> float:
+        real = padded = 0
+        for batch in batches:
+            out = collate([dataset[i] for i in batch])
+            real += int(out["attention_mask"].sum())
+            padded += out["input_ids"].numel()
+        return 1 - real / padded
+
+    assert padding_fraction(list(sampler)) < 0.5 * padding_fraction(random_batches)
+
+
+def test_epochs_shuffle_differently_and_repeat_for_a_seed() -> None:
+    dataset = make_dataset(300)
+    first = TokenBudgetBatchSampler(dataset, max_tokens=512, seed=7)
+    again = TokenBudgetBatchSampler(dataset, max_tokens=512, seed=7)
+    first.set_epoch(0)
+    again.set_epoch(0)
+    assert list(first) == list(again)
+    first.set_epoch(1)
+    assert list(first) != list(again)
+
+
+def test_collator_pads_to_multiple_of_8_and_masks_labels() -> None:
+    collate = PairCollator(pad_token_id=1, pad_to_multiple_of=8)
+    batch = collate(
+        [
+            {"input_ids": [0, 9, 2], "labels": [0, 9, 9, 9, 2], "noisy": "a", "clean": "b"},
+            {
+                "input_ids": [0, 9, 9, 9, 9, 9, 9, 9, 9, 2],
+                "labels": [0, 2],
+                "noisy": "c",
+                "clean": "d",
+            },
+        ]
+    )
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["labels"].shape == (2, 8)
+    assert batch["attention_mask"].sum().item() == 3 + 10
+    assert (batch["labels"][1, 2:] == LABEL_PAD).all()
+    assert batch["decoder_attention_mask"].sum().item() == 5 + 2
+    assert batch["noisy"] == ["a", "c"] and batch["clean"] == ["b", "d"]
+
+
+def test_loader_resumes_mid_epoch_where_it_stopped() -> None:
+    dataset = make_dataset(200)
+
+    def loader() -> ResumableDataLoader:
+        sampler = TokenBudgetBatchSampler(dataset, max_tokens=512, seed=1)
+        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=PairCollator(1))
+
+    full = [b["noisy"] for b in loader()]
+    interrupted = loader()
+    iterator = iter(interrupted)
+    consumed = [next(iterator)["noisy"] for _ in range(5)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 0, "consumed_batches": 5}
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    rest = [b["noisy"] for b in resumed]
+    assert consumed + rest == full
+    next_epoch = [b["noisy"] for b in resumed]
+    flatten = lambda batches: sorted(text for batch in batches for text in batch)  # noqa: E731
+    assert flatten(next_epoch) == flatten(full) and next_epoch != full
+
+
+def test_budget_smaller_than_one_example_still_yields_it_alone() -> None:
+    dataset = make_dataset(10)
+    sampler = TokenBudgetBatchSampler(dataset, max_tokens=8, seed=0)
+    assert all(len(batch) == 1 for batch in sampler)
+    assert torch.tensor([len(b) for b in sampler]).sum().item() == 10

@@ -1,0 +1,94 @@
+"""Training callbacks, assembled from the ``callbacks`` config group.
+
+``build_callbacks`` is the one place that turns ``conf/callbacks/default.yaml``
+into Lightning callbacks, so ``train(cfg)``, the SageMaker entrypoint and tests
+get the same set: checkpointing, learning-rate logging, a progress bar, and
+spellfix's utilization and throughput monitors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from omegaconf import DictConfig
+
+from spellfix.callbacks.gpu_monitor import UtilizationMonitor, diagnose
+from spellfix.callbacks.throughput import ThroughputMonitor, TokenCounts, count_tokens
+
+__all__ = [
+    "ThroughputMonitor",
+    "TokenCounts",
+    "UtilizationMonitor",
+    "build_callbacks",
+    "count_tokens",
+    "diagnose",
+]
+
+PROGRESS_BARS = {"tqdm": TQDMProgressBar, "rich": RichProgressBar}
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
+    """The enabled callbacks of ``cfg`` (the ``callbacks`` group), writing under ``run_dir``.
+
+    Checkpoints go to ``<run_dir>/checkpoints``; the monitors write their JSON and
+    plot into ``run_dir`` itself, next to the run's saved config.
+    """
+    run_dir = Path(run_dir)
+    callbacks: list[Callback] = []
+
+    checkpoint = cfg.checkpoint
+    if checkpoint.enabled:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename=checkpoint.filename,
+                monitor=checkpoint.monitor,
+                mode=checkpoint.mode,
+                save_top_k=checkpoint.save_top_k,
+                save_last=checkpoint.save_last,
+                every_n_train_steps=checkpoint.every_n_train_steps,
+            )
+        )
+
+    if cfg.lr_monitor.enabled:
+        callbacks.append(LearningRateMonitor(logging_interval=cfg.lr_monitor.logging_interval))
+
+    progress = cfg.progress_bar
+    if progress.enabled:
+        if progress.kind not in PROGRESS_BARS:
+            raise ValueError(
+                f"callbacks.progress_bar.kind={progress.kind!r} is unknown; "
+                f"use one of {sorted(PROGRESS_BARS)}"
+            )
+        callbacks.append(PROGRESS_BARS[progress.kind](refresh_rate=progress.refresh_rate))
+
+    utilization = cfg.utilization
+    if utilization.enabled:
+        callbacks.append(
+            UtilizationMonitor(
+                interval_s=utilization.interval_s,
+                log_every_n_steps=utilization.log_every_n_steps,
+                output_dir=run_dir,
+                plot=utilization.plot,
+            )
+        )
+
+    throughput = cfg.throughput
+    if throughput.enabled:
+        callbacks.append(
+            ThroughputMonitor(
+                window=throughput.window,
+                log_every_n_steps=throughput.log_every_n_steps,
+                output_dir=run_dir,
+                synchronize=throughput.synchronize,
+                cpu_peak_matmul_size=throughput.cpu_peak_matmul_size,
+            )
+        )
+    return callbacks

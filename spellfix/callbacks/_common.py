@@ -1,0 +1,67 @@
+"""Plumbing both monitors share: cross-rank gathering, logger fan-out, safe file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+
+
+def gather_to_all(trainer: pl.Trainer, payload: Any) -> list[Any]:
+    """Every rank's ``payload``, in rank order; a one-item list when not distributed.
+
+    A collective: every rank must call it at the same point, which the monitors
+    guarantee by calling it on step counts all ranks share and at the end of fit.
+    """
+    if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return [payload]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, payload)
+    return gathered
+
+
+def log_to_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Send metrics to every attached logger from rank zero, at the trainer's step.
+
+    Callbacks go to the loggers directly rather than through ``LightningModule.log``
+    because these numbers are already aggregated across ranks and must not be
+    reduced again or tied to the module's logging hooks.
+    """
+    if not trainer.is_global_zero or not metrics:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def output_directory(trainer: pl.Trainer, explicit: Path | str | None) -> Path:
+    """Where a monitor writes its files: the given directory, else the run's log dir."""
+    if explicit is not None:
+        return Path(explicit)
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def synchronize_device(trainer: pl.Trainer) -> None:
+    """Wait for queued CUDA kernels, so a host-side clock measures the work, not its launch."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,188 @@
+"""``spellfix-export``: a trained model -> a validated export directory, all or nothing.
+
+``export(cfg)`` is the plain function (tests call it with a composed config); ``main`` is
+the Hydra shim. Every format writes into one staging directory beside ``output_dir``,
+which is renamed into place only after every format has written and validated, so a
+failed run leaves no ``output_dir`` behind.
+
+Formats are a registry (``FORMATS``): each entry takes the config and the staging
+directory and returns a summary. A new format (the Triton model repository) is one more
+entry; its exporter finds the ONNX graphs and ``manifest.json`` already in the directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from data_synth.paths import CONF_DIR
+from spellfix.export.onnx import ExportValidationError, builtin_validation_queries, export_onnx
+
+
+class ExportConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+def load_validation_queries(cfg: DictConfig) -> tuple[list[str], str]:
+    """The queries the greedy check runs on, and a description for the manifest.
+
+    A dataset dir gives its ``split``/``column``; a text file one query per line; nothing
+    gives the built-in list. A source with fewer than ``num_queries`` is topped up from the
+    built-in list, so the check always covers ``num_queries`` queries.
+    """
+    wanted = cfg.num_queries
+    if cfg.queries is None:
+        return builtin_validation_queries(wanted), "built-in list + seeded random strings"
+    source = Path(cfg.queries)
+    if source.is_dir():
+        import datasets
+
+        loaded = datasets.load_from_disk(str(source))
+        if isinstance(loaded, datasets.DatasetDict):
+            if cfg.split not in loaded:
+                raise ExportConfigError(
+                    f"validation.split={cfg.split!r} not in {source} (splits: {list(loaded)})"
+                )
+            loaded = loaded[cfg.split]
+        if cfg.column not in loaded.column_names:
+            raise ExportConfigError(
+                f"validation.column={cfg.column!r} not in {source} (columns: {loaded.column_names})"
+            )
+        texts = loaded[cfg.column]
+        described = f"{source} [{cfg.split}].{cfg.column}"
+    elif source.is_file():
+        texts = source.read_text(encoding="utf-8").splitlines()
+        described = str(source)
+    else:
+        raise ExportConfigError(f"validation.queries={source} is neither a directory nor a file")
+    queries = list(dict.fromkeys(text for text in texts if text.strip()))[:wanted]
+    if len(queries) < wanted:
+        extra = builtin_validation_queries(wanted - len(queries))
+        described += f" ({len(queries)}) + built-in ({len(extra)})"
+        queries += extra
+    return queries, described
+
+
+def _export_onnx_format(cfg: DictConfig, staging: Path) -> dict:
+    queries, source = load_validation_queries(cfg.validation)
+    manifest = export_onnx(
+        cfg.model_path,
+        staging,
+        opset=cfg.onnx.opset,
+        precision=cfg.onnx.precision,
+        tolerance=cfg.validation.tolerance,
+        fp16_tolerance=cfg.validation.fp16_tolerance,
+        fp16_min_greedy_agreement=cfg.validation.fp16_min_greedy_agreement,
+        validation_queries=queries,
+        validation_source=source,
+        max_new_tokens_ratio=cfg.generation.max_new_tokens_ratio,
+        min_new_tokens_budget=cfg.generation.min_new_tokens_budget,
+    )
+    validation = manifest["validation"]
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in validation["max_abs_diff"].items())
+    greedy = validation["greedy"]
+    return {
+        "files": sorted(manifest["files"]),
+        "verified": [
+            f"max abs diff vs PyTorch (tolerance {validation['tolerance']:g}): {diffs}",
+            f"greedy identical to PyTorch on {greedy['identical']}/{greedy['queries']} "
+            f"queries from {greedy['source']}",
+        ],
+    }
+
+
+def _export_tensorrt_format(cfg: DictConfig, staging: Path) -> dict:
+    from spellfix.export.tensorrt import build_engines
+
+    return build_engines(staging, cfg.tensorrt)
+
+
+# Format name -> exporter, in the order they run (later formats build on earlier files).
+FORMATS: dict[str, Callable[[DictConfig, Path], dict]] = {
+    "onnx": _export_onnx_format,
+    "tensorrt": _export_tensorrt_format,
+}
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export ``cfg.model_path`` to ``cfg.output_dir`` in ``cfg.formats``; returns a summary.
+
+    Raises ``ExportConfigError`` for bad settings and ``ExportValidationError`` when the
+    export does not reproduce the PyTorch model; either way nothing is left in place.
+    """
+    for key in ("model_path", "output_dir"):
+        if cfg.get(key) is None:
+            name = "model" if key == "model_path" else key
+            raise ExportConfigError(f"{name} is required: spellfix-export {name}=<path>")
+    unknown = [name for name in cfg.formats if name not in FORMATS]
+    if unknown:
+        raise ExportConfigError(f"formats: unknown {unknown}; choose from {list(FORMATS)}")
+    if not Path(cfg.model_path).exists():
+        raise ExportConfigError(f"model={cfg.model_path} does not exist")
+    output = Path(cfg.output_dir)
+    if output.exists() and not cfg.overwrite:
+        raise ExportConfigError(f"output_dir={output} exists; choose another or set overwrite=true")
+    # The ONNX graphs are what every other format is built from.
+    formats = [name for name in FORMATS if name == "onnx" or name in cfg.formats]
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        results = {name: FORMATS[name](cfg, staging) for name in formats}
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary = {"output_dir": str(output), "formats": results}
+    _print_summary(summary)
+    return summary
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """Rename staging to output; an old output (overwrite=true) is removed only after."""
+    if output.exists():
+        retired = output.with_name(f".{output.name}.old")
+        output.rename(retired)
+        staging.rename(output)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(output)
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"spellfix-export: wrote {summary['output_dir']}")
+    for name, result in summary["formats"].items():
+        print(f"  {name}: {', '.join(result['files'])}")
+        for line in result["verified"]:
+            print(f"    verified: {line}")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
+def _hydra_entry(cfg: DictConfig) -> None:
+    try:
+        export(cfg)
+    except ExportValidationError as error:
+        print(f"spellfix-export: validation failed, nothing written: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError) as error:
+        print(f"spellfix-export: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    """``spellfix-export``; ``model=<x>`` is passed on as ``model_path=<x>`` (see the config)."""
+    sys.argv = [
+        "model_path=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
+        for arg in sys.argv
+    ]
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -604,7 +604,8 @@ def _batch_growth_factor(memory_fraction: float | None) -> float:
     """How much larger a batch should fit: toward TARGET_MEMORY_FRACTION, between 2x and 8x."""
     if not memory_fraction:
         return 2.0
-    return float(min(8, max(2, math.floor(TARGET_MEMORY_FRACTION / memory_fraction))))
+    # the epsilon keeps 0.7 / 0.1 (6.9999...) from rounding down to 6
+    return float(min(8, max(2, math.floor(TARGET_MEMORY_FRACTION / memory_fraction + 1e-9))))
 
 
 # ---- output -----------------------------------------------------------------------

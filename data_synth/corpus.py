@@ -1,0 +1,417 @@
+"""Clean queries from wherever a search team keeps them, normalized and counted.
+
+A corrector is trained to map noisy text back to these queries, so they must be clean
+and unique, and whatever could not be used must be visible: every reader counts the
+lines it read, the ones it kept, and why it dropped the rest (undecodable bytes,
+malformed rows, empty, too short, too long, duplicates) instead of crashing on the
+first odd line or silently losing data. Anything that makes the whole corpus unusable
+(a missing file, an unknown column, a binary file, nothing left after filtering) raises
+``CorpusError`` with one line that names the file or key and the fix.
+
+Sources: a plain text file (one query a line), CSV/TSV (one or several named columns),
+JSONL (a field), a local Hugging Face dataset directory, a hub dataset when the user
+names one, and a built-in corpus of frequent English words and word pairs taken from
+the dictionaries symspellpy ships, so that the default path needs no file at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("auto", "builtin", "text", "csv", "tsv", "jsonl", "hf_disk", "hf_hub")
+CONFIG_KEYS = (
+    "source",
+    "path",
+    "columns",
+    "join_columns",
+    "field",
+    "name",
+    "hub_config",
+    "split",
+    "encoding",
+    "min_chars",
+    "max_chars",
+    "max_queries",
+    "lowercase",
+    "builtin_words",
+    "builtin_bigrams",
+)
+_SUFFIX_SOURCES = {
+    ".txt": "text",
+    ".text": "text",
+    ".lst": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_BINARY_PROBE_BYTES = 8192
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_BUILTIN_WORDS_FILE = "frequency_dictionary_en_82_765.txt"
+_BUILTIN_BIGRAMS_FILE = "frequency_bigramdictionary_en_243_342.txt"
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be used; the one-line message names the file or key and the fix."""
+
+
+@dataclass
+class CorpusReport:
+    """What happened to every candidate query read from the source."""
+
+    source: str
+    location: str
+    read: int = 0
+    kept: int = 0
+    undecodable: int = 0
+    malformed: int = 0
+    empty: int = 0
+    too_short: int = 0
+    too_long: int = 0
+    duplicates: int = 0
+    truncated: bool = False
+
+    def summary(self) -> str:
+        """One line for logs and error messages."""
+        dropped = [
+            f"{count} {reason}"
+            for reason, count in (
+                ("undecodable", self.undecodable),
+                ("malformed", self.malformed),
+                ("empty", self.empty),
+                ("too short", self.too_short),
+                ("too long", self.too_long),
+                ("duplicate", self.duplicates),
+            )
+            if count
+        ]
+        detail = f" (dropped: {', '.join(dropped)})" if dropped else ""
+        cut = ", stopped at corpus.max_queries" if self.truncated else ""
+        return f"{self.location}: read {self.read}, kept {self.kept}{detail}{cut}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Corpus:
+    """Unique, normalized clean queries in source order, and how they were obtained."""
+
+    texts: list[str]
+    report: CorpusReport
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def plain_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict from a dict or an OmegaConf DictConfig (as Hydra passes ``cfg.corpus``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def resolve_source(cfg: Mapping[str, Any]) -> str:
+    """The concrete source a config means; ``auto`` decides from ``path`` and ``name``.
+
+    ``auto`` is the default so that ``corpus.path=songs.csv`` alone does the right thing.
+    """
+    source, path = cfg["source"], cfg["path"]
+    if source not in SOURCES:
+        raise CorpusError(f"corpus.source: unknown source {source!r}; use {', '.join(SOURCES)}")
+    if source != "auto":
+        return source
+    if path is None:
+        return "hf_hub" if cfg["name"] else "builtin"
+    if Path(path).is_dir():
+        return "hf_disk"
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_SOURCES:
+        raise CorpusError(
+            f"{path}: cannot tell the format from suffix {suffix!r}; set corpus.source to "
+            "text, csv, tsv or jsonl"
+        )
+    return _SUFFIX_SOURCES[suffix]
+
+
+def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as a plain dict, with unknown or missing keys reported by name."""
+    cfg = plain_config(cfg)
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise CorpusError(f"corpus.{unknown[0]}: unknown key; valid keys: {', '.join(CONFIG_KEYS)}")
+    missing = [key for key in CONFIG_KEYS if key not in cfg]
+    if missing:
+        raise CorpusError(f"corpus.{missing[0]}: missing key; see conf/corpus/builtin.yaml")
+    required = [key for key, value in cfg.items() if value == "???"]
+    if required:
+        raise CorpusError(f"corpus.{required[0]}: required; set it, e.g. corpus.{required[0]}=...")
+    if isinstance(cfg["columns"], str):
+        cfg["columns"] = [cfg["columns"]]
+    return cfg
+
+
+def read_corpus(cfg: Mapping[str, Any]) -> Corpus:
+    """Read, normalize (NFC, collapsed whitespace), filter and deduplicate clean queries."""
+    cfg = check_config(cfg)
+    source = resolve_source(cfg)
+    path = Path(cfg["path"]) if cfg["path"] is not None else None
+    if source in ("text", "csv", "tsv", "jsonl", "hf_disk"):
+        if path is None:
+            raise CorpusError(f"corpus.path: source {source!r} reads a file; set corpus.path")
+        if not path.exists():
+            raise CorpusError(f"{path}: no such file; set corpus.path to an existing file")
+    if source in ("text", "csv", "tsv", "jsonl"):
+        if path.is_dir():  # type: ignore[union-attr]
+            raise CorpusError(f"{path}: is a directory; set corpus.path to a {source} file")
+        _refuse_binary(path)  # type: ignore[arg-type]
+    location = str(path) if path is not None else (cfg["name"] or "builtin corpus")
+    report = CorpusReport(source=source, location=location)
+    candidates = _CANDIDATE_READERS[source](cfg, report)
+    texts = _normalize_and_filter(candidates, cfg, report)
+    if not texts:
+        raise CorpusError(
+            f"{report.summary()}: no queries left after filtering; check corpus.columns/field "
+            "and corpus.min_chars/max_chars"
+        )
+    return Corpus(texts=texts, report=report, config=cfg)
+
+
+def corpus_fingerprint(cfg: Mapping[str, Any]) -> str:
+    """A hex digest that changes whenever the config or the source's content changes.
+
+    Files are hashed by content; directories (HF datasets) by file names, sizes and
+    modification times, which is enough to notice a re-saved dataset without reading
+    gigabytes; the built-in corpus by the symspellpy version it comes from.
+    """
+    cfg = check_config(cfg)
+    source = resolve_source(cfg)
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    digest.update(source.encode())
+    if source == "builtin":
+        digest.update(metadata.version("symspellpy").encode())
+    elif source == "hf_hub":
+        pass  # the name, config and split in cfg identify it; the hub has no local content
+    else:
+        path = Path(cfg["path"])
+        if not path.exists():
+            raise CorpusError(f"{path}: no such file; set corpus.path to an existing file")
+        if path.is_dir():
+            for item in sorted(path.rglob("*")):
+                if item.is_file():
+                    stat = item.stat()
+                    digest.update(
+                        f"{item.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+                    )
+        else:
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+# -- turning raw candidates into clean queries ---------------------------------------------
+
+
+def normalize_query(text: str, lowercase: bool = False) -> str:
+    """NFC, no control characters, single spaces: the form every stored query takes."""
+    text = unicodedata.normalize("NFC", text)
+    text = " ".join(_CONTROL_CHARACTERS.sub("", text).split())
+    return text.lower() if lowercase else text
+
+
+def _normalize_and_filter(
+    candidates: Iterable[str | None], cfg: Mapping[str, Any], report: CorpusReport
+) -> list[str]:
+    min_chars, max_chars, limit = cfg["min_chars"], cfg["max_chars"], cfg["max_queries"]
+    lowercase = bool(cfg["lowercase"])
+    seen: set[str] = set()
+    kept: list[str] = []
+    for candidate in candidates:
+        report.read += 1
+        if candidate is None:
+            report.malformed += 1
+            continue
+        text = normalize_query(candidate, lowercase)
+        if not text:
+            report.empty += 1
+        elif len(text) < min_chars:
+            report.too_short += 1
+        elif max_chars is not None and len(text) > max_chars:
+            report.too_long += 1
+        elif text in seen:
+            report.duplicates += 1
+        else:
+            seen.add(text)
+            kept.append(text)
+            if limit is not None and len(kept) >= limit:
+                report.truncated = True
+                break
+    report.kept = len(kept)
+    return kept
+
+
+# -- readers: each yields one candidate per query (None for a malformed row) ------------------
+
+
+def _refuse_binary(path: Path) -> None:
+    with path.open("rb") as handle:
+        probe = handle.read(_BINARY_PROBE_BYTES)
+    if b"\x00" in probe:
+        raise CorpusError(
+            f"{path}: looks like a binary file (NUL bytes), not text; pass a UTF-8 text, "
+            "CSV/TSV or JSONL file"
+        )
+
+
+def _decoded_lines(path: Path, encoding: str, report: CorpusReport) -> Iterator[str]:
+    """Lines as text; a line that does not decode is counted and skipped, not fatal."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError:
+                report.read += 1
+                report.undecodable += 1
+                continue
+            except LookupError:
+                raise CorpusError(f"corpus.encoding: unknown encoding {encoding!r}") from None
+            yield line.lstrip("\ufeff") if number == 0 else line
+
+
+def _read_text(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]:
+    yield from _decoded_lines(Path(cfg["path"]), cfg["encoding"], report)
+
+
+def _read_delimited(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str | None]:
+    # TSV follows the usual tab-separated convention of no quoting, so the stray quotes
+    # in real titles (`Missing You (From Set It Off")"`) stay part of the title.
+    path = Path(cfg["path"])
+    is_tsv = report.source == "tsv"
+    reader = csv.reader(
+        _decoded_lines(path, cfg["encoding"], report),
+        delimiter="\t" if is_tsv else ",",
+        quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL,
+    )
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [name.strip() for name in header]
+    wanted = cfg["columns"] or header[:1]
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise CorpusError(
+            f"{path}: no column {missing[0]!r}; the header has {', '.join(header)}; "
+            "set corpus.columns"
+        )
+    indices = [header.index(name) for name in wanted]
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield None
+            continue
+        if not row:
+            continue  # a blank line is no row at all in CSV
+        values = [row[i] if i < len(row) else None for i in indices]
+        yield from _row_queries(values, cfg["join_columns"])
+
+
+def _row_queries(values: list[str | None], join_columns: bool) -> Iterator[str | None]:
+    if join_columns:
+        present = [value for value in values if value]
+        yield " ".join(present) if present else ""
+    else:
+        yield from values
+
+
+def _read_jsonl(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str | None]:
+    name = cfg["field"]
+    for line in _decoded_lines(Path(cfg["path"]), cfg["encoding"], report):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            yield None
+            continue
+        value = record.get(name) if isinstance(record, dict) else None
+        if isinstance(value, list):
+            yield from (item if isinstance(item, str) else None for item in value)
+        else:
+            yield value if isinstance(value, str) else None
+
+
+def _read_hf_dataset(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str | None]:
+    import datasets
+
+    if report.source == "hf_disk":
+        try:
+            loaded = datasets.load_from_disk(cfg["path"])
+        except FileNotFoundError:
+            raise CorpusError(
+                f"{cfg['path']}: not a dataset saved with save_to_disk; pass a file or such a "
+                "directory"
+            ) from None
+    else:
+        loaded = datasets.load_dataset(cfg["name"], cfg["hub_config"], split=cfg["split"])
+    if isinstance(loaded, datasets.DatasetDict):
+        if cfg["split"] not in loaded:
+            raise CorpusError(
+                f"{report.location}: no split {cfg['split']!r}; it has {', '.join(loaded)}; "
+                "set corpus.split"
+            )
+        loaded = loaded[cfg["split"]]
+    wanted = cfg["columns"] or ["text"]
+    missing = [name for name in wanted if name not in loaded.column_names]
+    if missing:
+        raise CorpusError(
+            f"{report.location}: no column {missing[0]!r}; it has "
+            f"{', '.join(loaded.column_names)}; set corpus.columns"
+        )
+    for row in loaded.select_columns(wanted).iter(batch_size=1000):
+        for values in zip(*(row[name] for name in wanted), strict=True):
+            as_text = [value if isinstance(value, str) else None for value in values]
+            yield from _row_queries(as_text, cfg["join_columns"])
+
+
+def _read_builtin(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]:
+    """The most frequent English word pairs and words, as short everyday queries."""
+    yield from _most_frequent(_BUILTIN_BIGRAMS_FILE, 2)[: cfg["builtin_bigrams"]]
+    yield from _most_frequent(_BUILTIN_WORDS_FILE, 1)[: cfg["builtin_words"]]
+
+
+@cache
+def _most_frequent(file_name: str, words_per_entry: int) -> tuple[str, ...]:
+    """Entries of a symspellpy frequency dictionary, most frequent first (parsed once)."""
+    entries = []
+    for line in resources.files("symspellpy").joinpath(file_name).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == words_per_entry + 1 and all(p.isalpha() for p in parts[:-1]):
+            entries.append((-int(parts[-1]), " ".join(parts[:-1])))
+    entries.sort()
+    return tuple(text for _, text in entries)
+
+
+_CANDIDATE_READERS = {
+    "text": _read_text,
+    "csv": _read_delimited,
+    "tsv": _read_delimited,
+    "jsonl": _read_jsonl,
+    "hf_disk": _read_hf_dataset,
+    "hf_hub": _read_hf_dataset,
+    "builtin": _read_builtin,
+}

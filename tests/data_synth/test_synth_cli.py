@@ -1,0 +1,74 @@
+"""spellfix-synth as users run it: a summary on success, one line and exit 2 on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from data_synth.build import load_dataset_dir
+from data_synth.cli import synthesize
+from data_synth.paths import CONF_DIR
+
+
+def run_cli(*overrides, cwd):
+    command = [sys.executable, "-m", "data_synth.cli", "build.progress=false", *overrides]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_synthesize_builds_from_a_composed_config_and_prints_a_summary(tmp_path, capsys):
+    songs = tmp_path / "songs.csv"
+    songs.write_text("title,artist\nHey Jude,The Beatles\nHalo,Beyoncé\nCrazy in Love,Jay-Z\n")
+    overrides = [
+        f"corpus.path={songs}",
+        "corpus.columns=[title,artist]",
+        f"output_dir={tmp_path / 'out'}",
+        "build.progress=false",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="synth", overrides=overrides)
+    path = synthesize(cfg)
+    clean = set().union(*(set(split["clean"]) for split in load_dataset_dir(path).values()))
+    assert clean == {"Hey Jude", "The Beatles", "Halo", "Beyoncé", "Crazy in Love", "Jay-Z"}
+    printed = capsys.readouterr().out
+    assert f"wrote {path}" in printed
+    assert "train:" in printed and "operations in train" in printed and "examples" in printed
+
+
+def test_cli_infers_the_format_from_the_path_alone(tmp_path):
+    songs = "title\tartist\nHey Jude\tThe Beatles\nHalo\tBeyoncé\nYesterday\tThe Beatles\n"
+    (tmp_path / "songs.tsv").write_text(songs)
+    result = run_cli("corpus.path=songs.tsv", "output_dir=out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert "read 3, kept 3" in result.stdout  # the first column only: titles
+    assert not (tmp_path / "outputs").exists()  # Hydra writes no run folders
+
+
+@pytest.mark.parametrize(
+    ("files", "overrides", "message"),
+    [
+        ({}, ["corpus.path=missing.csv"], "missing.csv: no such file"),
+        (
+            {"songs.csv": b"title,artist\nHalo,Beyonce\n"},
+            ["corpus.path=songs.csv", "corpus.columns=[song]"],
+            "songs.csv: no column 'song'; the header has title, artist",
+        ),
+        ({"tiny.txt": b"a\n\nb\n"}, ["corpus.path=tiny.txt"], "no queries left after filtering"),
+        (
+            {"model.bin": b"\x7fELF\x00\x00"},
+            ["corpus.path=model.bin", "corpus.source=text"],
+            "binary",
+        ),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, files, overrides, message):
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    result = run_cli(*overrides, "output_dir=out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("spellfix-synth: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists()

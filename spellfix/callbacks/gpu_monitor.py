@@ -283,7 +283,7 @@ class UtilizationMonitor(Callback):
         self._previous_step_end: float | None = None
         self._validation_started: float | None = None
         self._validation_in_gap = 0.0
-        self._batch_source_tokens: list[int] = []
+        self._batch_padded_tokens: list[int] = []
         self._batch_samples: list[int] = []
         self._context: dict[str, Any] = {}
 
@@ -356,10 +356,12 @@ class UtilizationMonitor(Callback):
             self._times["data_wait_s"] += max(gap, 0.0)
         self._validation_in_gap = 0.0
         self._step_started = now
-        input_ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
-        if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
-            self._batch_samples.append(int(input_ids.shape[0]))
-            self._batch_source_tokens.append(int(input_ids.numel()))
+        # Padded source + target slots: the quantity data.max_tokens budgets.
+        if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
+            labels = batch.get("labels")
+            target_slots = labels.numel() if isinstance(labels, torch.Tensor) else 0
+            self._batch_samples.append(int(batch["input_ids"].shape[0]))
+            self._batch_padded_tokens.append(int(batch["input_ids"].numel() + target_slots))
 
     def on_train_batch_end(
         self,
@@ -414,7 +416,7 @@ class UtilizationMonitor(Callback):
             "readings": thread.snapshot() if thread else [],
             "error": thread.error if thread else None,
             "times": dict(self._times, steps=self._batches_seen),
-            "batch_source_tokens": self._batch_source_tokens,
+            "batch_padded_tokens": self._batch_padded_tokens,
             "batch_samples": self._batch_samples,
         }
         per_rank = gather_to_all(trainer, payload)
@@ -452,7 +454,7 @@ class UtilizationMonitor(Callback):
                 )
         pooled_all = _pool_metric_values(all_readings)
         times = _mean_times([rank["times"] for rank in per_rank])
-        source_tokens = [n for rank in per_rank for n in rank["batch_source_tokens"]]
+        padded_tokens = [n for rank in per_rank for n in rank["batch_padded_tokens"]]
         samples = [n for rank in per_rank for n in rank["batch_samples"]]
         errors = [f"rank {rank['rank']}: {rank['error']}" for rank in per_rank if rank["error"]]
         return {
@@ -464,8 +466,8 @@ class UtilizationMonitor(Callback):
             "devices": devices,
             "time": {**times, **_time_fractions(times)},
             "batch": {
-                "max_source_tokens": max(source_tokens, default=0),
-                "mean_source_tokens": float(np.mean(source_tokens)) if source_tokens else 0.0,
+                "max_padded_tokens": max(padded_tokens, default=0),
+                "mean_padded_tokens": float(np.mean(padded_tokens)) if padded_tokens else 0.0,
                 "mean_samples": float(np.mean(samples)) if samples else 0.0,
             },
             **self._context,
@@ -554,7 +556,7 @@ def diagnose(summary: dict[str, Any]) -> list[str]:
     memory_fraction = _peak_memory_fraction(metrics)
     if on_gpu and sm is not None and sm["mean"] < BUSY_SM_PERCENT and not input_bound:
         grow = _batch_growth_factor(memory_fraction)
-        max_tokens = summary.get("batch", {}).get("max_source_tokens", 0)
+        max_tokens = summary.get("batch", {}).get("max_padded_tokens", 0)
         if max_tokens:
             advice = f"raise data.max_tokens to about {_round_budget(max_tokens * grow)}"
         else:

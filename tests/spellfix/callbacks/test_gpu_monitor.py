@@ -51,8 +51,9 @@ def test_cpu_fallback_records_real_readings_and_writes_both_files(tmp_path, caps
     assert time_split["validation_s"] > 0  # one validation pass at the epoch end
     fractions = [time_split[f"{part}_fraction"] for part in ("data_wait", "compute", "validation")]
     assert sum(fractions) == pytest.approx(1.0)
-    largest_source = max(len(lengths) * max(lengths) for lengths, _ in BATCH_SHAPES)
-    assert report["batch"]["max_source_tokens"] == largest_source  # padded slots, 4 rows x 6
+    # padded source + target slots, what data.max_tokens budgets: 4 x 6 + 4 x 5 is the largest
+    largest = max(len(src) * (max(src) + max(tgt)) for src, tgt in BATCH_SHAPES)
+    assert report["batch"]["max_padded_tokens"] == largest == 44
     assert report["num_workers"] == 0
     assert report["diagnosis"]
 
@@ -125,7 +126,7 @@ def gpu_summary(**overrides: Any) -> dict[str, Any]:
             "mem_total_gb": {"max": 80.0},
         },
         "time": {"data_wait_fraction": 0.02, "compute_fraction": 0.95, "validation_fraction": 0.03},
-        "batch": {"max_source_tokens": 2048},
+        "batch": {"max_padded_tokens": 2048},
         "precision": "bf16-mixed",
         "bf16_supported": True,
         "num_workers": 4,
@@ -200,7 +201,7 @@ def test_diagnose_caps_the_batch_growth_and_falls_back_to_a_factor_without_token
             "mem_used_gb": {"max": 0.5},
             "mem_total_gb": {"max": 80.0},
         },
-        batch={"max_source_tokens": 0},
+        batch={"max_padded_tokens": 0},
     )
     assert "raise the batch size about 8x" in diagnose(summary)[0]
 

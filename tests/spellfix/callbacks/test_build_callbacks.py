@@ -1,0 +1,92 @@
+"""build_callbacks: the callbacks config group and the callbacks it produces stay in step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from omegaconf import DictConfig, OmegaConf
+
+from data_synth.paths import CONF_DIR
+from spellfix.callbacks import ThroughputMonitor, UtilizationMonitor, build_callbacks
+
+DEFAULT_YAML = CONF_DIR / "callbacks" / "default.yaml"
+
+
+def default_config(**changes: object) -> DictConfig:
+    cfg = OmegaConf.load(DEFAULT_YAML)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def test_every_key_of_the_callbacks_config_carries_a_comment() -> None:
+    for number, line in enumerate(DEFAULT_YAML.read_text().splitlines(), start=1):
+        if re.match(r"^\s+\w+:\s*\S", line):  # a leaf key with a value
+            assert "#" in line, f"{DEFAULT_YAML}:{number} has no comment: {line.strip()}"
+
+
+def test_the_default_config_builds_every_callback_with_its_settings(tmp_path: Path) -> None:
+    callbacks = build_callbacks(default_config(), tmp_path)
+    by_type = {type(callback): callback for callback in callbacks}
+    assert set(by_type) == {
+        ModelCheckpoint,
+        LearningRateMonitor,
+        TQDMProgressBar,
+        UtilizationMonitor,
+        ThroughputMonitor,
+    }
+    checkpoint = by_type[ModelCheckpoint]
+    assert Path(checkpoint.dirpath) == tmp_path / "checkpoints"
+    assert (checkpoint.monitor, checkpoint.mode, checkpoint.save_last) == ("val/loss", "min", True)
+    assert by_type[UtilizationMonitor].interval_s == 0.5
+    assert by_type[UtilizationMonitor].output_dir == tmp_path
+    assert by_type[ThroughputMonitor].window == 50
+    assert by_type[ThroughputMonitor].output_dir == tmp_path
+
+
+def test_each_section_can_be_switched_off(tmp_path: Path) -> None:
+    sections = {
+        "checkpoint": ModelCheckpoint,
+        "lr_monitor": LearningRateMonitor,
+        "progress_bar": TQDMProgressBar,
+        "utilization": UtilizationMonitor,
+        "throughput": ThroughputMonitor,
+    }
+    for section, kind in sections.items():
+        callbacks = build_callbacks(default_config(**{f"{section}.enabled": False}), tmp_path)
+        assert not any(isinstance(callback, kind) for callback in callbacks), section
+        assert len(callbacks) == len(sections) - 1
+
+
+def test_the_rich_progress_bar_is_selectable_and_a_typo_is_named(tmp_path: Path) -> None:
+    callbacks = build_callbacks(default_config(**{"progress_bar.kind": "rich"}), tmp_path)
+    assert any(isinstance(callback, RichProgressBar) for callback in callbacks)
+    with pytest.raises(ValueError, match=r"callbacks\.progress_bar\.kind='tdqm'"):
+        build_callbacks(default_config(**{"progress_bar.kind": "tdqm"}), tmp_path)
+
+
+def test_the_train_config_composes_the_group_and_overrides_reach_the_callbacks(
+    tmp_path: Path,
+) -> None:
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose(
+            "train",
+            overrides=[
+                "callbacks.throughput.window=7",
+                "callbacks.checkpoint.every_n_train_steps=100",
+            ],
+        )
+    callbacks = build_callbacks(cfg.callbacks, tmp_path)
+    throughput = next(c for c in callbacks if isinstance(c, ThroughputMonitor))
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    assert throughput.window == 7
+    assert checkpoint._every_n_train_steps == 100

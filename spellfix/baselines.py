@@ -100,31 +100,6 @@ class SymSpellSpeller:
         return suggestions[0].term if suggestions else text
 
 
-class ModelSpeller:
-    """A trained model directory served through :class:`spellfix.correct.Corrector`."""
-
-    def __init__(
-        self,
-        model_dir: str | Path,
-        backend: str = "torch",
-        device: str = "cpu",
-        batch_size: int = 64,
-        num_beams: int = 1,
-    ) -> None:
-        # Imported here so the baselines (and the metrics) work without loading torch.
-        from spellfix.correct import Corrector
-
-        model_dir = Path(model_dir)
-        self.name = f"{model_dir.name} ({backend})"
-        self._corrector = Corrector.from_pretrained(
-            model_dir, backend=backend, device=device, batch_size=batch_size, num_beams=num_beams
-        )
-
-    def correct(self, texts: list[str]) -> list[str]:
-        """Correct the queries in batches with the model."""
-        return self._corrector.correct(list(texts))
-
-
 def load_system(
     name_or_path: str | Path,
     backend: str = "torch",
@@ -145,8 +120,11 @@ def load_system(
     if not model_dir.is_dir():
         raise FileNotFoundError(
             f"system {str(name_or_path)!r} is neither 'identity', 'symspell' nor a model "
-            f"directory; pass one of those (a model directory holds config.json)"
+            f"directory; pass one of those"
         )
-    return ModelSpeller(
+    # Imported here so the baselines (and the metrics) work without loading torch.
+    from spellfix.correct import Corrector
+
+    return Corrector.from_pretrained(
         model_dir, backend=backend, device=device, batch_size=batch_size, num_beams=num_beams
     )

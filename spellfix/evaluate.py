@@ -26,13 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_synth.paths import CONF_DIR
 from spellfix.baselines import load_system
+from spellfix.config import UserConfigError, checked_main
 from spellfix.metrics import compute_metrics, normalize
 
 RESULTS_JSON = "eval_results.json"
 RESULTS_MARKDOWN = "eval_results.md"
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserConfigError):
     """Input a user must fix (a path, a column, a setting); reported as one line."""
 
 
@@ -312,12 +313,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+@checked_main("eval")
 def _hydra_entry(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (EvalInputError, FileNotFoundError) as error:
-        print(f"spellfix-eval: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    evaluate(cfg)
 
 
 def main() -> None:

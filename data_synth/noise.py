@@ -65,7 +65,7 @@ CONFIG_KEYS: tuple[str, ...] = (
 
 _POSITION_TRIES = 8  # random positions tried before an operation counts as not applicable
 _OP_TRIES = 4  # operations tried per typo before giving up on that typo
-_LOWERCASE_SHARE = 0.85  # case_change: share lower-casing (the rest writes all capitals)
+_LOWERCASE_SHARE = 0.95  # case_change: share lower-casing (the rest writes all capitals)
 _DROPPED_MARKS = frozenset("'’‘`.")  # vanish when typed (`dont`); other marks become spaces
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 _DOUBLE_LETTER = re.compile(r"([^\W\d_])\1", re.IGNORECASE)
@@ -410,11 +410,10 @@ class NoiseModel:
         return bare if bare != text else None
 
     def _case_change(self, text: str) -> str | None:
-        lower, upper = text.lower(), text.upper()
-        first, second = (lower, upper) if self._random() < _LOWERCASE_SHARE else (upper, lower)
-        if first != text:
-            return first
-        return second if second != text else None
+        # Lower-casing is the habit; all capitals is rare. A query already in the drawn
+        # case is left alone rather than pushed into the rare one.
+        changed = text.lower() if self._random() < _LOWERCASE_SHARE else text.upper()
+        return changed if changed != text else None
 
 
 def _is_letter(text: str, index: int) -> bool:

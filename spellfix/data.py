@@ -97,7 +97,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_hf(cls, dataset: Dataset) -> PairDataset:
-        return cls(dataset["input_ids"], dataset["labels"], dataset["noisy"], dataset["clean"])
+        columns = ("input_ids", "labels", "noisy", "clean")
+        return cls(*(list(dataset[name]) for name in columns))
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -357,7 +358,7 @@ class SpellDataModule(pl.LightningDataModule):
             if name == "train" and self.cfg.noise_mode == "dynamic":
                 noise = OmegaConf.to_container(self.noise_cfg, resolve=True)
                 self.splits[name] = DynamicNoiseDataset(
-                    split["clean"], noise, self.seed, self.encode
+                    list(split["clean"]), noise, self.seed, self.encode
                 )
                 continue
             tokenized = split.map(

@@ -1,0 +1,257 @@
+"""``train(cfg)``: from a composed config to a saved model directory.
+
+The function is plain so tests and other entry points (SageMaker, notebooks) call it
+with a composed config; ``main`` is the ``@hydra.main`` shim behind ``spellfix-train``.
+Steps, in order: seed; find or synthesize the dataset; load or train the tokenizer;
+build the data module, the model, the callbacks, the loggers and the Trainer; fit
+(resuming when asked); save the best checkpoint as an HF directory ``<run_dir>/model``;
+test it; print a table of sample corrections and the metrics.
+
+Under DDP Lightning re-runs this same command once per extra rank with the run
+directory pinned, so everything written before ``fit`` is either idempotent (the
+dataset cache, the tokenizer) or done by rank zero only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from data_synth.build import load_dataset_dir
+from data_synth.paths import CONF_DIR
+from spellfix.callbacks import build_callbacks
+from spellfix.config import UserConfigError, checked_main
+from spellfix.data import SpellDataModule, resolve_dataset_dir
+from spellfix.model import SpellCorrector
+from spellfix.tokenizer import load_tokenizer, train_tokenizer
+
+console = Console()
+
+
+def _is_launched_rank() -> bool:
+    """True in the processes Lightning starts for ranks other than zero."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """Pin ``paths.run_dir`` to the directory Hydra made, so every rank writes to one."""
+    if HydraConfig.initialized():
+        cfg.paths.run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    cfg.paths.run_dir = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path, runs_dir: Path) -> str | None:
+    """``last`` means this run's last.ckpt, else the newest one of any earlier run."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path != "last":
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        return str(ckpt_path)
+    own = checkpoint_dir / "last.ckpt"
+    if own.is_file():
+        return str(own)
+    candidates = sorted(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no last.ckpt in {checkpoint_dir} or under {runs_dir}/*/checkpoints"
+        )
+    return str(candidates[-1])
+
+
+def prepare_tokenizer(cfg: DictConfig, dataset_dir: Path, run_dir: Path, resume: str | None):
+    """The run's tokenizer directory: resumed, pretrained, or trained on the training split."""
+    tokenizer_dir = run_dir / "tokenizer"
+    if resume:
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        return Path(state["hyper_parameters"]["tokenizer_dir"])
+    if (tokenizer_dir / "tokenizer.json").is_file():
+        return tokenizer_dir  # written by rank zero before the other ranks started
+    tok_cfg = cfg.model.tokenizer
+    if tok_cfg.pretrained:
+        tokenizer = load_tokenizer(tok_cfg.pretrained)
+    elif cfg.model.pretrained:
+        tokenizer = load_tokenizer(cfg.model.pretrained)
+    else:
+        train_split = load_dataset_dir(dataset_dir)["train"]
+        texts = list(train_split["clean"]) + list(train_split["noisy"])
+        tokenizer = train_tokenizer(texts, tok_cfg.vocab_size, tok_cfg.min_frequency)
+    tokenizer.save_pretrained(tokenizer_dir)
+    return tokenizer_dir
+
+
+def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
+    if not cfg.get("logger"):
+        return []
+    return [hydra.utils.instantiate(section) for section in cfg.logger.values()]
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse at once what would otherwise fail deep inside Lightning or DeepSpeed."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if strategy.startswith("deepspeed") and not torch.cuda.is_available():
+        raise UserConfigError(
+            f"trainer.strategy={strategy} needs CUDA GPUs and none is visible; "
+            "use trainer=cpu or trainer=ddp on this machine"
+        )
+
+
+def code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+@rank_zero_only
+def save_model_dir(
+    module: SpellCorrector,
+    best_ckpt: str | None,
+    model_dir: Path,
+    cfg: DictConfig,
+    manifest: dict,
+    metrics: dict,
+) -> None:
+    """Write the best weights as an HF directory (safetensors) with tokenizer and metadata."""
+    if best_ckpt:
+        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    module.model.save_pretrained(tmp, safe_serialization=True)
+    module.tokenizer.save_pretrained(tmp)
+    meta = {
+        "spellfix_version": "0.1.0",
+        "code_version": code_version(),
+        "best_checkpoint": best_ckpt,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data_manifest": manifest,
+        "metrics": metrics,
+    }
+    (tmp / "spellfix.json").write_text(json.dumps(meta, indent=2, default=str))
+    if model_dir.exists():
+        import shutil
+
+        shutil.rmtree(model_dir)
+    tmp.rename(model_dir)
+
+
+def print_summary(
+    run_dir: Path, samples: list[tuple[str, str]], metrics: dict[str, float], seconds: float
+) -> None:
+    table = Table(title="Sample corrections", show_lines=False)
+    table.add_column("query")
+    table.add_column("corrected")
+    for query, corrected in samples:
+        table.add_row(query, corrected)
+    console.print(table)
+    shown = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+    if shown:
+        metric_table = Table(title="Metrics")
+        metric_table.add_column("metric")
+        metric_table.add_column("value", justify="right")
+        for key in sorted(shown):
+            metric_table.add_row(key, f"{shown[key]:.4f}")
+        console.print(metric_table)
+    console.print(f"Trained in {seconds / 60:.1f} min. Model: {run_dir / 'model'}")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train a spell corrector as ``cfg`` says; returns the metrics and where things went."""
+    started = time.time()
+    check_strategy(cfg)
+    run_dir = resolve_run_dir(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
+    resume = resolve_checkpoint(cfg.ckpt_path, checkpoint_dir, run_dir.parent)
+
+    dataset_dir = resolve_dataset_dir(cfg.data, cfg.noise)
+    tokenizer_dir = prepare_tokenizer(cfg, dataset_dir, run_dir, resume)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    datamodule = SpellDataModule(cfg.data, cfg.noise, tokenizer, seed=cfg.seed)
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    module = SpellCorrector(
+        tokenizer_dir=str(tokenizer_dir),
+        model_config=model_cfg["config"],
+        pretrained=model_cfg["pretrained"],
+        optim=model_cfg["optim"],
+        generation=model_cfg["generation"],
+        attn_implementation=model_cfg["attn_implementation"],
+        compile=model_cfg["compile"],
+        val_generation_samples=model_cfg["val_generation_samples"],
+    )
+    callbacks = build_callbacks(cfg.callbacks, run_dir)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=str(run_dir)
+    )
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.run_test:
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    model_dir = run_dir / "model"
+    save_model_dir(module, best or None, model_dir, cfg, datamodule.manifest, metrics)
+
+    result = {"run_dir": str(run_dir), "model_dir": str(model_dir), "metrics": metrics}
+    if trainer.is_global_zero:
+        queries = list(cfg.sample_queries)
+        corrected = correct_queries(module, queries)
+        result["samples"] = list(zip(queries, corrected, strict=True))
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        _point_latest(run_dir)
+        print_summary(run_dir, result["samples"], metrics, time.time() - started)
+    return result
+
+
+def correct_queries(module: SpellCorrector, queries: list[str]) -> list[str]:
+    module.eval()
+    encoded = module.tokenizer(
+        queries, return_tensors="pt", padding=True, truncation=True, max_length=64
+    ).to(module.device)
+    return module.correct_batch(encoded["input_ids"], encoded["attention_mask"])
+
+
+def _point_latest(run_dir: Path) -> None:
+    """``<output_dir>/latest`` follows the newest run, for scripts and the Makefile."""
+    latest = run_dir.parent.parent / "latest"
+    tmp = latest.with_name("latest.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir)
+    tmp.replace(latest)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@checked_main("train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

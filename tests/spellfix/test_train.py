@@ -1,0 +1,189 @@
+"""Training end to end: a composed config, the CLI, DDP, kill-and-resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from data_synth.paths import CONF_DIR
+from spellfix.train import train
+
+# A model and data small enough that a run takes seconds on one core.
+FAST = [
+    "data.corpus.max_queries=400",
+    "data.build.variants_per_query=1",
+    "model.config.d_model=32",
+    "model.config.encoder_layers=1",
+    "model.config.decoder_layers=1",
+    "model.config.encoder_attention_heads=2",
+    "model.config.decoder_attention_heads=2",
+    "model.config.encoder_ffn_dim=64",
+    "model.config.decoder_ffn_dim=64",
+    "model.tokenizer.vocab_size=320",
+    "model.val_generation_samples=8",
+    "model.optim.warmup_steps=2",
+    "data.max_tokens=1024",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=6",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=2",
+    "trainer.enable_model_summary=false",
+    "callbacks.utilization.interval_s=0.2",
+]
+
+CLI = [sys.executable, "-m", "spellfix.train"]
+
+
+def compose_train(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[*FAST, f"paths.output_dir={tmp_path}", "paths.run_name=run", *overrides],
+        )
+
+
+def run_cli(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [*CLI, *FAST, f"paths.output_dir={tmp_path}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_train_saves_a_model_that_hf_loads_and_that_corrects(tmp_path: Path) -> None:
+    result = train(compose_train(tmp_path))
+
+    model_dir = Path(result["model_dir"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert (model_dir / "model.safetensors").is_file()
+    meta = json.loads((model_dir / "spellfix.json").read_text())
+    assert meta["config"]["model"]["config"]["d_model"] == 32
+    assert meta["data_manifest"], "the dataset manifest travels with the model"
+    for key in ("test/loss", "test/exact_match", "test/cer", "val/loss"):
+        assert key in result["metrics"], key
+    assert len(result["samples"]) == len(meta["config"]["sample_queries"])
+
+    encoded = tokenizer(["quen bohemian rapsody"], return_tensors="pt")
+    out = model.generate(**encoded, max_new_tokens=8)
+    assert out.shape[0] == 1
+    assert (tmp_path / "latest").resolve() == Path(result["run_dir"])
+    ckpt = torch.load(
+        Path(result["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    assert ckpt["global_step"] == 12
+
+
+@pytest.mark.slow
+def test_dynamic_noise_trains(tmp_path: Path) -> None:
+    result = train(compose_train(tmp_path, "data.noise_mode=dynamic", "run_test=false"))
+    assert Path(result["model_dir"], "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_through_the_cli_leaves_one_run_directory(tmp_path: Path) -> None:
+    done = run_cli(
+        tmp_path,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "paths.run_name=ddp",
+        "callbacks.utilization.enabled=false",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [p for p in (tmp_path / "runs").iterdir()]
+    assert [p.name for p in runs] == ["ddp"]
+    model_dir = runs[0] / "model"
+    AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    assert not list(tmp_path.glob("**/model.tmp"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_planned_step_count(tmp_path: Path) -> None:
+    overrides = [
+        f"paths.output_dir={tmp_path}",
+        "paths.run_name=killed",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=30",
+        "callbacks.checkpoint.every_n_train_steps=5",
+        "run_test=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*CLI, *FAST, *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = tmp_path / "runs" / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and _global_step(last) >= 10:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _global_step(last)
+    assert 10 <= killed_at < 60
+
+    done = run_cli(tmp_path, *overrides[1:], "ckpt_path=last")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _global_step(last) == 60
+    assert "Restoring states from the checkpoint" in done.stderr + done.stdout
+
+
+def _global_step(path: Path) -> int:
+    for _ in range(20):  # the file may be mid-write
+        try:
+            return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+        except (RuntimeError, EOFError, OSError):
+            time.sleep(0.1)
+    raise AssertionError(f"cannot read {path}")
+
+
+def test_unknown_key_fails_with_hydra_message(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "trainer.no_such_key=1", timeout=120)
+    assert done.returncode != 0
+    assert "no_such_key" in done.stderr
+
+
+def test_wrong_type_fails_with_hydra_message(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "data.max_tokens=lots", timeout=120)
+    assert done.returncode != 0
+    assert "max_tokens" in done.stderr
+
+
+def test_missing_dataset_directory_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    done = run_cli(tmp_path, f"data.dataset_dir={missing}", timeout=120)
+    assert done.returncode != 0
+    assert str(missing) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_deepspeed_on_cpu_fails_in_one_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run_cli(tmp_path, "trainer=deepspeed_zero2", timeout=120)
+    assert done.returncode != 0
+    assert "needs CUDA" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -71,6 +71,8 @@ class TorchBackend:
 
         results = list(texts)
         todo = [i for i, text in enumerate(texts) if text.strip()]
+        if not todo:
+            return results
         limit = self.settings["max_input_tokens"]
         lengths = [len(ids) for ids in self.tokenizer([texts[i] for i in todo])["input_ids"]]
         too_long = [texts[i] for i, n in zip(todo, lengths, strict=True) if n > limit]

@@ -69,10 +69,12 @@ class SymSpellSpeller:
     """symspellpy's compound lookup: fixes each word within edit distance 2 and repairs
     wrongly split or joined words (``newyork`` -> ``new york``) using bigram counts.
 
-    ``transfer_casing`` carries the input's case pattern onto the correction, and
-    ``ignore_non_words`` leaves numbers and all-caps acronyms alone, as a user would
-    expect of ``RSX`` or ``50 cent``. symspell drops punctuation it cannot place; that is
-    the tool's behaviour and part of what this baseline measures.
+    Queries are looked up in lower case, with words that contain digits left alone
+    (``blink 182``, ``2pac``; symspell would otherwise turn ``50 cent`` into ``of cent``),
+    and the input's case pattern is then carried onto the correction (``SPELING`` ->
+    ``SPELLING``). symspell's own acronym rule is not used: it skips every all-caps word,
+    and caps-lock typos are common in search boxes. symspell drops punctuation it cannot
+    place; that is the tool's behaviour and part of what this baseline measures.
     """
 
     name = "symspell"
@@ -94,10 +96,15 @@ class SymSpellSpeller:
     def _correct_one(self, text: str) -> str:
         if not text.strip():
             return text
+        from symspellpy.helpers import case_transfer_similar
+
         suggestions = self._symspell.lookup_compound(
-            text, self.max_edit_distance, ignore_non_words=True, transfer_casing=True
+            text.lower(),
+            self.max_edit_distance,
+            ignore_non_words=True,
+            ignore_term_with_digits=True,
         )
-        return suggestions[0].term if suggestions else text
+        return case_transfer_similar(text, suggestions[0].term) if suggestions else text
 
 
 def load_system(

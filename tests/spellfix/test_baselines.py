@@ -29,8 +29,20 @@ def test_symspell_repairs_word_boundaries(symspell):
     assert symspell.correct(["newyork", "rhap sody"]) == ["new york", "rhapsody"]
 
 
-def test_symspell_keeps_the_input_case_pattern_and_acronyms(symspell):
-    assert symspell.correct(["Speling", "RSX"]) == ["Spelling", "RSX"]
+def test_symspell_keeps_the_input_case_pattern(symspell):
+    assert symspell.correct(["Speling", "SPELING", "WHERA TO"]) == [
+        "Spelling",
+        "SPELLING",
+        "WHERE TO",
+    ]
+
+
+def test_symspell_leaves_words_with_digits_alone(symspell):
+    assert symspell.correct(["50 cent candy shopp", "blink 182 smal things", "2pac changes"]) == [
+        "50 cent candy shop",
+        "blink 182 small things",
+        "2pac changes",
+    ]
 
 
 def test_symspell_leaves_correct_and_blank_queries_alone(symspell):

@@ -48,7 +48,13 @@ VALIDATION_HEAVY_FRACTION = 0.25  # share of training time spent validating
 BUSY_SM_PERCENT = 80.0  # mean SM utilization under which the GPU is underused
 MEMORY_HEADROOM_FRACTION = 0.5  # peak memory share under which a larger batch fits
 TARGET_MEMORY_FRACTION = 0.7  # memory share to aim a larger batch at, leaving a margin
+OVERHEAD_FRACTION = 0.25  # share of training time spent between steps on logging and such
 MAX_TIMELINE_POINTS = 5000  # per device, in utilization.json; longer runs are thinned
+
+# Where a training step's wall time goes (see UtilizationMonitor).
+TIME_PARTS = ("data_wait_s", "compute_s", "validation_s", "overhead_s")
+# The profiler action Lightning wraps around each train-loader fetch.
+FETCH_ACTION = "train_dataloader_next"
 
 
 class Sampler(Protocol):
@@ -241,9 +247,11 @@ class UtilizationMonitor(Callback):
     Time split, per rank: *compute* runs from ``on_train_batch_start`` to
     ``on_train_batch_end`` (forward, backward, optimizer; the GPU is synchronized
     first so queued kernels are counted); *validation* covers the validation loops;
-    *data wait* is the rest of the gap between two training steps, which is mostly
-    the data loader plus host-to-device copies, and also holds Lightning's step
-    logging and checkpoint saves. The first step of each epoch has no data wait.
+    *data wait* is the time spent inside the train loader's ``next()``, read from
+    the action Lightning reports to its profiler around each fetch; *overhead* is
+    the rest of the gap between two steps: logging, progress bar, checkpoint saves,
+    host-to-device copies. Should Lightning stop reporting that action, the whole
+    gap is counted as data wait.
 
     At the end of training it writes ``utilization.json`` (summary, diagnosis,
     timeline) and ``utilization.png`` to ``output_dir`` (default: the trainer's log
@@ -277,12 +285,16 @@ class UtilizationMonitor(Callback):
         self._clock_origin = time.perf_counter()
         self._logged_upto = 0
         self._batches_seen = 0
-        self._times = {"data_wait_s": 0.0, "compute_s": 0.0, "validation_s": 0.0}
+        self._times = {key: 0.0 for key in TIME_PARTS}
         self._validation_spans: list[tuple[float, float]] = []
         self._step_started: float | None = None
         self._previous_step_end: float | None = None
         self._validation_started: float | None = None
         self._validation_in_gap = 0.0
+        self._fetch_started: float | None = None
+        self._fetch_in_gap = 0.0
+        self._fetches_seen = 0
+        self._profiler_restore: tuple[Any, dict[str, Any]] | None = None
         self._batch_padded_tokens: list[int] = []
         self._batch_samples: list[int] = []
         self._context: dict[str, Any] = {}
@@ -307,12 +319,54 @@ class UtilizationMonitor(Callback):
             "devices_per_node": trainer.num_devices,
             "world_size": trainer.world_size,
         }
+        self._time_loader_fetches(trainer)
         self._clock_origin = time.perf_counter()
         self._sampler_closed = False
         self._thread = _SamplingThread(self.sampler, self.interval_s, self._clock_origin)
         self._thread.start()
 
+    def _time_loader_fetches(self, trainer: pl.Trainer) -> None:
+        """Hook the trainer's profiler to time each train-loader ``next()``.
+
+        Lightning brackets every fetch with ``profiler.start/stop`` of an action
+        ending in ``train_dataloader_next``, whatever profiler is configured; the
+        wrappers pass every call through unchanged and are removed at the end.
+        """
+        profiler = trainer.profiler
+        original_start, original_stop = profiler.start, profiler.stop
+        overridden_before = {
+            name: vars(profiler)[name] for name in ("start", "stop") if name in vars(profiler)
+        }
+
+        def start(action_name: str) -> None:
+            if action_name.endswith(FETCH_ACTION):
+                self._fetch_started = time.perf_counter()
+            original_start(action_name)
+
+        def stop(action_name: str) -> None:
+            original_stop(action_name)
+            if action_name.endswith(FETCH_ACTION) and self._fetch_started is not None:
+                self._fetch_in_gap += time.perf_counter() - self._fetch_started
+                self._fetches_seen += 1
+                self._fetch_started = None
+
+        profiler.start, profiler.stop = start, stop
+        self._profiler_restore = (profiler, overridden_before)
+
+    def _untime_loader_fetches(self) -> None:
+        """Put the profiler back as it was: its own methods, or what someone else set."""
+        if self._profiler_restore is None:
+            return
+        profiler, overridden_before = self._profiler_restore
+        for name in ("start", "stop"):
+            if name in overridden_before:
+                setattr(profiler, name, overridden_before[name])
+            else:
+                delattr(profiler, name)
+        self._profiler_restore = None
+
     def _stop_sampling(self) -> None:
+        self._untime_loader_fetches()
         if self._thread is not None and self._thread.is_alive():
             self._thread.stop()
         if self.sampler is not None and not self._sampler_closed:
@@ -332,6 +386,7 @@ class UtilizationMonitor(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._previous_step_end = None
         self._validation_in_gap = 0.0
+        self._fetch_in_gap = 0.0
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validation_started = time.perf_counter()
@@ -351,10 +406,18 @@ class UtilizationMonitor(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         now = time.perf_counter()
+        fetch = self._fetch_in_gap
         if self._previous_step_end is not None:
-            gap = now - self._previous_step_end - self._validation_in_gap
-            self._times["data_wait_s"] += max(gap, 0.0)
+            gap = max(now - self._previous_step_end - self._validation_in_gap, 0.0)
+            if self._fetches_seen:
+                self._times["data_wait_s"] += min(fetch, gap)
+                self._times["overhead_s"] += max(gap - fetch, 0.0)
+            else:
+                self._times["data_wait_s"] += gap
+        else:  # the first step of an epoch: only its own fetch counts
+            self._times["data_wait_s"] += fetch
         self._validation_in_gap = 0.0
+        self._fetch_in_gap = 0.0
         self._step_started = now
         # Padded source + target slots: the quantity data.max_tokens budgets.
         if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
@@ -475,14 +538,13 @@ class UtilizationMonitor(Callback):
 
 
 def _mean_times(per_rank_times: list[dict[str, float]]) -> dict[str, float]:
-    keys = ("data_wait_s", "compute_s", "validation_s")
-    means = {key: float(np.mean([times[key] for times in per_rank_times])) for key in keys}
+    means = {key: float(np.mean([times[key] for times in per_rank_times])) for key in TIME_PARTS}
     means["steps"] = max(int(times["steps"]) for times in per_rank_times)
     return means
 
 
 def _time_fractions(times: dict[str, float]) -> dict[str, float]:
-    parts = {key[: -len("_s")]: times[key] for key in ("data_wait_s", "compute_s", "validation_s")}
+    parts = {key[: -len("_s")]: times.get(key, 0.0) for key in TIME_PARTS}
     total = sum(parts.values())
     return {f"{name}_fraction": (value / total if total else 0.0) for name, value in parts.items()}
 
@@ -550,6 +612,14 @@ def diagnose(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"validation takes {validation:.0%} of training time -> validate less often "
             "(trainer.val_check_interval) or on fewer batches (trainer.limit_val_batches)"
+        )
+
+    overhead = time_split.get("overhead_fraction", 0.0)
+    if overhead >= OVERHEAD_FRACTION:
+        lines.append(
+            f"step overhead: {overhead:.0%} of training time goes to logging, progress bar and "
+            "checkpoints between steps -> raise trainer.log_every_n_steps and "
+            "callbacks.progress_bar.refresh_rate, or make each step longer (data.max_tokens)"
         )
 
     sm = metrics.get("sm_util")
@@ -640,7 +710,8 @@ def _format_report(summary: dict[str, Any], advice: list[str], directory: Path) 
         f"{head} " + ", ".join(part for part in parts if part),
         f"step time over {time_split['steps']} steps: {time_split['data_wait_fraction']:.0%} "
         f"data wait, {time_split['compute_fraction']:.0%} compute, "
-        f"{time_split['validation_fraction']:.0%} validation",
+        f"{time_split['validation_fraction']:.0%} validation, "
+        f"{time_split['overhead_fraction']:.0%} logging/checkpoint overhead",
         "diagnosis:",
         *(f"  - {line}" for line in advice),
         f"wrote utilization.json and utilization.png to {directory}",

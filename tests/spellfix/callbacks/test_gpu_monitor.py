@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from callback_toys import (
     loader,
     toy_batches,
 )
+from torch.utils.data import DataLoader, Dataset
 
 from spellfix.callbacks import UtilizationMonitor, diagnose
 from spellfix.callbacks.gpu_monitor import ProcessSampler
@@ -49,7 +51,8 @@ def test_cpu_fallback_records_real_readings_and_writes_both_files(tmp_path, caps
     assert time_split["steps"] == len(batches)
     assert time_split["compute_s"] > 0
     assert time_split["validation_s"] > 0  # one validation pass at the epoch end
-    fractions = [time_split[f"{part}_fraction"] for part in ("data_wait", "compute", "validation")]
+    parts = ("data_wait", "compute", "validation", "overhead")
+    fractions = [time_split[f"{part}_fraction"] for part in parts]
     assert sum(fractions) == pytest.approx(1.0)
     # padded source + target slots, what data.max_tokens budgets: 4 x 6 + 4 x 5 is the largest
     largest = max(len(src) * (max(src) + max(tgt)) for src, tgt in BATCH_SHAPES)
@@ -67,6 +70,39 @@ def test_cpu_fallback_records_real_readings_and_writes_both_files(tmp_path, caps
     printed = capsys.readouterr().out
     assert "utilization (psutil" in printed
     assert "diagnosis:" in printed
+
+
+class SlowBatches(Dataset):
+    """Prepared batches handed out after a delay, like a loader that tokenizes too slowly."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]], delay_s: float) -> None:
+        self.batches = batches
+        self.delay_s = delay_s
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        time.sleep(self.delay_s)
+        return self.batches[index]
+
+
+@pytest.mark.slow
+def test_a_slow_loader_is_diagnosed_as_input_bound(tmp_path) -> None:
+    batches = toy_batches()
+    monitor = UtilizationMonitor(interval_s=0.05, output_dir=tmp_path, plot=False)
+    trainer = cpu_trainer(tmp_path, [monitor])
+    slow_loader = DataLoader(SlowBatches(batches, delay_s=0.3), batch_size=None)
+    trainer.fit(ToySeq2Seq(), train_dataloaders=slow_loader)
+
+    report = json.loads((tmp_path / "utilization.json").read_text())
+    time_split = report["time"]
+    # Each fetch sleeps 0.3 s; the hook counts it as data wait, not as overhead.
+    assert time_split["data_wait_s"] >= 0.3 * len(batches) * 0.9
+    assert time_split["data_wait_s"] > 5 * time_split["overhead_s"]
+    assert report["diagnosis"][0].startswith("input-bound:")
+    assert "data.num_workers=" in report["diagnosis"][0]
+    assert "start" not in vars(trainer.profiler)  # the fetch hook was removed
 
 
 class FailingSampler:
@@ -218,6 +254,20 @@ def test_diagnose_flags_validation_that_eats_the_run() -> None:
         time={"data_wait_fraction": 0.0, "compute_fraction": 0.6, "validation_fraction": 0.4}
     )
     assert "trainer.val_check_interval" in diagnose(summary)[0]
+
+
+def test_diagnose_flags_time_lost_between_steps() -> None:
+    summary = gpu_summary(
+        time={
+            "data_wait_fraction": 0.05,
+            "compute_fraction": 0.6,
+            "validation_fraction": 0.0,
+            "overhead_fraction": 0.35,
+        }
+    )
+    line = diagnose(summary)[0]
+    assert line.startswith("step overhead: 35% of training time")
+    assert "trainer.log_every_n_steps" in line
 
 
 def test_diagnose_gives_no_gpu_advice_for_a_cpu_run() -> None:

@@ -86,12 +86,13 @@ class Corruption:
 
 @dataclass(frozen=True)
 class Confusion:
-    """One row of the confusion table: ``pattern`` is a regular expression source."""
+    """One row of the confusion table: lower-case ``letters`` and where they must stand."""
 
-    pattern: str
+    letters: str
     replacement: str
     weight: float
-    anchored_at_start: bool
+    at_word_start: bool
+    at_word_end: bool
 
 
 def load_confusions(path: str | Path) -> list[Confusion]:
@@ -113,15 +114,13 @@ def load_confusions(path: str | Path) -> list[Confusion]:
                     f"got {row!r}"
                 ) from None
             at_start, at_end = letters.startswith("^"), letters.endswith("$")
-            letters = letters.strip("^$")
+            letters = letters.strip("^$").lower()
             if not letters or weight < 0:
                 raise NoiseConfigError(
                     f"{path}:{line_number}: pattern must have letters and weight must be >= 0"
                 )
-            source = ("\\b" if at_start else "") + re.escape(letters) + ("\\b" if at_end else "")
-            confusions.append(
-                Confusion(source, "" if replacement == '""' else replacement, weight, at_start)
-            )
+            replacement = "" if replacement == '""' else replacement
+            confusions.append(Confusion(letters, replacement, weight, at_start, at_end))
     if not confusions:
         raise NoiseConfigError(f"{path}: the confusion table has no rows")
     return confusions
@@ -212,12 +211,10 @@ class NoiseModel:
         self._typo_names = [op for op, rate in typo_rates.items() if rate > 0]
         self._typo_cumulative = list(accumulate(typo_rates[op] for op in self._typo_names))
         self._query_rates = [(op, rate) for op, rate in query_rates.items() if rate > 0]
-        self._confusions = load_confusions(config["confusions"] or DEFAULT_CONFUSIONS)
-        # Longest patterns first, so that `ck` wins over `c` where both match.
-        self._confusions.sort(key=lambda rule: -len(rule.pattern))
-        self._confusion_re = re.compile(
-            "|".join(f"({rule.pattern})" for rule in self._confusions), re.IGNORECASE
-        )
+        self._confusions: dict[str, list[Confusion]] = {}
+        for rule in load_confusions(config["confusions"] or DEFAULT_CONFUSIONS):
+            self._confusions.setdefault(rule.letters, []).append(rule)
+        self._confusion_re = _literal_alternation(self._confusions)
         self._ops: dict[str, Callable[[str], str | None]] = {
             name: getattr(self, f"_{name}") for name in TYPO_OPS + QUERY_OPS
         }
@@ -353,27 +350,29 @@ class NoiseModel:
         return text[:index] + text[index + 1 :]
 
     def _phonetic(self, text: str) -> str | None:
-        matches = list(self._confusion_re.finditer(text))
-        if not matches:
+        lowered = text.lower()
+        if len(lowered) != len(text):  # rare letters (`İ`) that lower-case into two
             return None
-        weights = []
-        for match in matches:
-            rule = self._confusions[match.lastindex - 1]  # type: ignore[operator]
-            start = match.start()
-            mid_word_rule_at_start = not rule.anchored_at_start and (
-                start == 0 or not text[start - 1].isalpha()
-            )
-            factor = self._first_letter_factor if mid_word_rule_at_start else 1.0
-            weights.append(rule.weight * factor)
-        if sum(weights) <= 0:
+        candidates, weights = [], []
+        for match in self._confusion_re.finditer(lowered):
+            start, end = match.span()
+            at_start = start == 0 or not text[start - 1].isalpha()
+            at_end = end == len(text) or not text[end].isalpha()
+            for rule in self._confusions[match.group()]:
+                if (rule.at_word_start and not at_start) or (rule.at_word_end and not at_end):
+                    continue
+                # A mid-word confusion at a word's first letter is as rare as any other typo there.
+                protect = at_start and not rule.at_word_start
+                candidates.append((start, end, rule.replacement))
+                weights.append(rule.weight * (self._first_letter_factor if protect else 1.0))
+        if not candidates or sum(weights) <= 0:
             return None
-        match = self._rng.choices(matches, weights)[0]
-        found = match.group()
-        replacement = self._confusions[match.lastindex - 1].replacement  # type: ignore[operator]
+        start, end, replacement = self._rng.choices(candidates, weights)[0]
+        found = text[start:end]
         if found[0].isupper():
             all_capitals = len(found) > 1 and found.isupper()
             replacement = replacement.upper() if all_capitals else replacement.capitalize()
-        return text[: match.start()] + replacement + text[match.end() :]
+        return text[:start] + replacement + text[end:]
 
     def _merge_words(self, text: str) -> str | None:
         spaces = text.count(" ")
@@ -414,6 +413,20 @@ class NoiseModel:
         # case is left alone rather than pushed into the rare one.
         changed = text.lower() if self._random() < _LOWERCASE_SHARE else text.upper()
         return changed if changed != text else None
+
+
+def _literal_alternation(groups: Mapping[str, object]) -> re.Pattern[str]:
+    """One regex finding any of the literal strings, longest first where they overlap.
+
+    Grouping the alternatives by first letter makes matching about fifteen times faster
+    than a flat alternation, which matters: the phonetic operation runs on every epoch.
+    """
+    by_first: dict[str, list[str]] = {}
+    for letters in sorted(groups, key=lambda s: (-len(s), s)):
+        by_first.setdefault(letters[0], []).append(re.escape(letters[1:]))
+    return re.compile(
+        "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in by_first.items())
+    )
 
 
 def _is_letter(text: str, index: int) -> bool:

@@ -84,16 +84,7 @@ class OrtSeq2Seq:
         batch_size: int = 64,
         graph_optimization_level: str = "all",
     ) -> None:
-        self.export_dir = Path(export_dir)
-        self.manifest = load_manifest(self.export_dir)
-        self.generation = dict(self.manifest["generation"])
-        if max_new_tokens_ratio is not None:
-            self.generation["max_new_tokens_ratio"] = max_new_tokens_ratio
-        if num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-        self.num_beams = num_beams
-        self.batch_size = batch_size
-
+        self._load_manifest_and_tokenizer(export_dir, num_beams, max_new_tokens_ratio, batch_size)
         options = ort.SessionOptions()
         options.graph_optimization_level = _OPTIMIZATION_LEVELS[graph_optimization_level]
         if intra_op_threads is not None:
@@ -108,11 +99,30 @@ class OrtSeq2Seq:
             str(self.export_dir / graphs["decoder"]["file"]), options, providers=providers
         )
         self.on_cuda = "CUDAExecutionProvider" in self.decoder.get_providers()
-
-        self.kv = self.manifest["kv_cache"]
+        # On the host, finished rows are cheap to drop from the cache; on CUDA the cache
+        # stays on the device as OrtValues, which ORT cannot index.
+        self.compacts_finished_rows = not self.on_cuda
         past_type = next(i.type for i in self.decoder.get_inputs() if i.name == self.kv["past"][0])
         self.cache_dtype = _ORT_TO_NUMPY[past_type]
 
+    def _load_manifest_and_tokenizer(
+        self,
+        export_dir: str | Path,
+        num_beams: int,
+        max_new_tokens_ratio: float | None,
+        batch_size: int,
+    ) -> None:
+        """Everything but the sessions; the TensorRT runner shares it."""
+        self.export_dir = Path(export_dir)
+        self.manifest = load_manifest(self.export_dir)
+        self.generation = dict(self.manifest["generation"])
+        if max_new_tokens_ratio is not None:
+            self.generation["max_new_tokens_ratio"] = max_new_tokens_ratio
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+        self.num_beams = num_beams
+        self.batch_size = batch_size
+        self.kv = self.manifest["kv_cache"]
         self.tokenizer = Tokenizer.from_file(str(self.export_dir / self.manifest["tokenizer"]))
         self.tokenizer.no_padding()
         self.max_input_tokens = self.generation["max_input_tokens"]
@@ -180,15 +190,26 @@ class OrtSeq2Seq:
                 self.generation["min_new_tokens_budget"],
                 self.generation["max_decoder_positions"],
             )
-        encoder_outputs = self.encoder.run(
-            None, {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
-        names = [o.name for o in self.encoder.get_outputs()]
-        cross = [encoder_outputs[names.index(name)] for name in self.kv["cross_outputs"]]
+        cross = self._encode(input_ids, attention_mask)
         beams = num_beams or self.num_beams
         if beams == 1:
             return self._greedy(attention_mask, cross, max_new_tokens)
         return self._beam_search(attention_mask, cross, max_new_tokens, beams)
+
+    def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list:
+        """Run the encoder; returns the cross-attention keys/values, in decoder input order."""
+        outputs = self.encoder.run(
+            self.kv["cross_outputs"], {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return list(outputs)
+
+    def _take(self, values: list, rows: np.ndarray) -> list:
+        """Select batch rows of cache tensors (drop finished rows, reorder beams)."""
+        return [self._host(value)[rows] for value in values]
+
+    @staticmethod
+    def _host(value) -> np.ndarray:
+        return value.numpy() if isinstance(value, ort.OrtValue) else value
 
     def _constrain(self, logits: np.ndarray, step: int, max_new_tokens: int) -> np.ndarray:
         """Apply the forced first/last tokens of the model's generation config, as HF does."""
@@ -262,11 +283,11 @@ class OrtSeq2Seq:
             if finished.all():
                 break
             keep = ~finished[active]
-            if not self.on_cuda and not keep.all():
+            if self.compacts_finished_rows and not keep.all():
                 active = active[keep]
                 encoder_mask = encoder_mask[keep]
-                past = [p[keep] for p in past]
-                cross = [c[keep] for c in cross]
+                past = self._take(past, keep)
+                cross = self._take(cross, keep)
                 next_tokens = next_tokens[keep]
             tokens = next_tokens[:, None].astype(np.int64)
         return output[:, : 1 + steps]
@@ -275,8 +296,8 @@ class OrtSeq2Seq:
         """Beam search (length penalty 1.0, a row stops once it holds ``num_beams`` finished
         hypotheses, as ``early_stopping=True`` in transformers); returns the best hypothesis.
 
-        The cache is re-ordered on the host each step, so on CUDA this path copies the cache
-        back and forth; greedy is the serving default.
+        The cache is re-ordered through ``_take`` each step; with ORT on CUDA that copies it
+        through the host, so greedy is the serving default there.
         """
         rows, width = encoder_mask.shape[0], num_beams
         start, eos, pad = (
@@ -284,7 +305,7 @@ class OrtSeq2Seq:
         )
         expand = np.repeat(np.arange(rows), width)
         encoder_mask = encoder_mask[expand]
-        cross = [np.asarray(c.numpy() if hasattr(c, "numpy") else c)[expand] for c in cross]
+        cross = self._take(cross, expand)
         past = self._empty_past(rows * width)
         sequences = np.full((rows * width, 1), start, np.int64)
         # Only the first beam of each row is live at the start; the others are copies.
@@ -294,7 +315,6 @@ class OrtSeq2Seq:
         done = np.zeros(rows, bool)
         for step in range(max_new_tokens):
             logits, past = self._step(sequences[:, -1:], encoder_mask, past, cross)
-            past = [np.asarray(p.numpy() if hasattr(p, "numpy") else p) for p in past]
             logprobs = _log_softmax(self._constrain(logits, step, max_new_tokens))
             vocab = logprobs.shape[-1]
             candidates = (scores.reshape(-1, 1) + logprobs).reshape(rows, width * vocab)
@@ -325,7 +345,7 @@ class OrtSeq2Seq:
                 break
             source = (np.arange(rows)[:, None] * width + next_beam).reshape(-1)
             sequences = np.concatenate([sequences[source], next_token.reshape(-1, 1)], axis=1)
-            past = [p[source] for p in past]
+            past = self._take(past, source)
             scores = next_score
         for row in range(rows):
             if not done[row]:

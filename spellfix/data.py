@@ -41,6 +41,12 @@ def padded_length(length: int, multiple: int) -> int:
     return int(math.ceil(length / multiple) * multiple)
 
 
+def pad_multiple_for(accelerator: str) -> int:
+    """Tensor cores want lengths in multiples of 8; on a CPU the extra padding is waste."""
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return 8 if on_gpu else 1
+
+
 def resolve_dataset_dir(data_cfg: DictConfig, noise_cfg: DictConfig) -> Path:
     """The dataset to train on: the one named by ``data.dataset_dir``, or one synthesized.
 
@@ -333,8 +339,12 @@ class SpellDataModule(pl.LightningDataModule):
         noise_cfg: DictConfig,
         tokenizer: PreTrainedTokenizerBase,
         seed: int = 0,
+        accelerator: str = "auto",
     ) -> None:
         super().__init__()
+        if data_cfg.pad_to_multiple_of is None:
+            data_cfg = data_cfg.copy()
+            data_cfg.pad_to_multiple_of = pad_multiple_for(accelerator)
         self.cfg = data_cfg
         self.noise_cfg = noise_cfg
         self.tokenizer = tokenizer

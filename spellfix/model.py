@@ -19,12 +19,11 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from spellfix.data import LABEL_PAD
 from spellfix.metrics import compute_metrics
 from spellfix.tokenizer import decode_clean, load_tokenizer
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "decoder_attention_mask")
 
 
 def build_bart(
@@ -132,18 +131,32 @@ class SpellCorrector(pl.LightningModule):
         self.optim = dict(optim or {})
         self.generation = dict(generation or {})
         self.val_generation_samples = val_generation_samples
-        self._forward = torch.compile(self.model) if compile else self.model
+        # The encoder-decoder stack without the LM head; compiled when asked.
+        self._backbone = torch.compile(self.model.model) if compile else self.model.model
         self._predictions: dict[str, list[tuple[str, str, str]]] = {}
 
     # -- training ---------------------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        labels = inputs.pop("labels")
-        logits = self._forward(**inputs, labels=labels).logits
+        """Cross-entropy over the real target tokens only.
+
+        The vocabulary projection is the largest matmul of a small BART, so it runs on
+        the non-pad decoder positions alone instead of every padded position, and the
+        HF model is not given ``labels`` so it does not compute a second loss.
+        """
+        labels = batch["labels"]
+        decoder_input_ids = shift_tokens_right(
+            labels, self.model.config.pad_token_id, self.model.config.decoder_start_token_id
+        )
+        hidden = self._backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=decoder_input_ids,
+        ).last_hidden_state
+        real = labels != LABEL_PAD
+        logits = self.model.lm_head(hidden[real]) + self.model.final_logits_bias
         return F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)),
-            labels.view(-1),
-            ignore_index=LABEL_PAD,
+            logits.float(),
+            labels[real],
             label_smoothing=float(self.optim.get("label_smoothing", 0.0)),
         )
 

@@ -190,7 +190,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset_dir = resolve_dataset_dir(cfg.data, cfg.noise)
     tokenizer_dir = prepare_tokenizer(cfg, dataset_dir, run_dir, resume)
     tokenizer = load_tokenizer(tokenizer_dir)
-    datamodule = SpellDataModule(cfg.data, cfg.noise, tokenizer, seed=cfg.seed)
+    datamodule = SpellDataModule(
+        cfg.data, cfg.noise, tokenizer, seed=cfg.seed, accelerator=cfg.trainer.accelerator
+    )
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     module = SpellCorrector(

@@ -223,3 +223,23 @@ def _perturb_largest_weight(path: Path) -> None:
     values = onnx.numpy_helper.to_array(largest) * 1.5
     largest.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), largest.name))
     onnx.save(model, str(path))
+
+
+def test_fp16_export_keeps_layernorm_and_softmax_in_fp32(tiny_model_dir, tmp_path):
+    from spellfix.export.onnx import export_onnx
+
+    manifest = export_onnx(
+        tiny_model_dir, tmp_path / "fp16", precision="fp16", validation_queries=SAMPLE_QUERIES
+    )
+    assert manifest["precision"] == "fp16"
+    assert all(d <= 5e-2 for d in manifest["validation"]["max_abs_diff"].values())
+    model = onnx.load(str(tmp_path / "fp16" / "decoder.onnx"))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    sensitive = [n for n in model.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert sensitive
+    for node in sensitive:
+        cast = producers[node.input[0]]
+        assert cast.op_type == "Cast"
+        assert onnx.helper.get_attribute_value(cast.attribute[0]) == onnx.TensorProto.FLOAT
+    past = next(i for i in model.graph.input if i.name == "past.0.key")
+    assert past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16  # cache halves in size

@@ -103,10 +103,18 @@ def _export_tensorrt_format(cfg: DictConfig, staging: Path) -> dict:
     return build_engines(staging, cfg.tensorrt)
 
 
+def _export_triton_format(cfg: DictConfig, staging: Path) -> dict:
+    from spellfix.export.triton import REPOSITORY_DIR, RepositorySettings, write_repository
+
+    settings = RepositorySettings.from_config(cfg.triton)
+    return write_repository(staging, staging / REPOSITORY_DIR, settings)
+
+
 # Format name -> exporter, in the order they run (later formats build on earlier files).
 FORMATS: dict[str, Callable[[DictConfig, Path], dict]] = {
     "onnx": _export_onnx_format,
     "tensorrt": _export_tensorrt_format,
+    "triton": _export_triton_format,
 }
 
 

@@ -1,0 +1,374 @@
+"""An ONNX export -> a Triton model repository that serves the corrector with dynamic batching.
+
+The public model is always ``spellfix``: one string in (``TEXT``), one string out
+(``CORRECTED``), batched by Triton's dynamic batcher. Two layouts exist because they trade
+differently:
+
+- ``inprocess``: one Python-backend model tokenizes, runs the ONNX encoder and the KV-cache
+  decoder loop with ONNX Runtime for the whole dynamic batch, and detokenizes. Fewest
+  hops, so the lowest latency on a CPU.
+- ``bls``: the reference team's design. The ``spellfix`` Python model does the CPU work
+  (tokenize, greedy loop, detokenize) and calls separate ``encoder`` and ``decoder`` models
+  through Business Logic Scripting. In a production server those two run on the
+  ``onnxruntime`` or ``tensorrt_plan`` backends (``backend=onnxruntime|tensorrt``); the
+  pip-installed server has only the Python backend, so ``backend=python`` writes them as
+  small Python-backend ONNX Runtime models over the very same ONNX files.
+
+The Python model files (``triton_models/``) import only numpy, tokenizers and onnxruntime,
+plus ``ort_runner.py`` copied next to them: they run in the server's Python, which has
+neither torch nor spellfix. Every ``config.pbtxt`` is parsed into Triton's ``ModelConfig``
+protobuf before the repository is moved into place, so a broken config fails here with
+its parse error instead of at server start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spellfix.export.ort_runner import MANIFEST_NAME, load_manifest
+
+PUBLIC_MODEL = "spellfix"
+ENCODER_MODEL = "encoder"
+DECODER_MODEL = "decoder"
+REPOSITORY_DIR = "triton"
+ANALYZER_CONFIG = "model_analyzer.yaml"
+# Inside the spellfix model's version directory: the tokenizer, manifest (and, for the
+# inprocess layout, the graphs) that ort_runner.OrtSeq2Seq loads.
+EXPORT_SUBDIR = "export"
+MODEL_FILES_DIR = Path(__file__).resolve().parent / "triton_models"
+ORT_RUNNER = Path(__file__).resolve().parent / "ort_runner.py"
+TENSORRT_ENGINE_DIR = "tensorrt"  # where spellfix.export.tensorrt writes <graph>.plan
+
+LAYOUTS = ("inprocess", "bls")
+GRAPH_BACKENDS = ("python", "onnxruntime", "tensorrt")
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
+_TRITON_TYPES = {
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bool": "TYPE_BOOL",
+}
+
+
+class TritonConfigError(ValueError):
+    """A config.pbtxt Triton would refuse, or a setting that cannot produce one."""
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    """What ``conf/export.yaml``'s ``triton:`` section decides; see that file for each key."""
+
+    layout: str = "inprocess"
+    backend: str = "python"
+    max_batch_size: int = 64
+    dynamic_batching: bool = True
+    max_queue_delay_microseconds: int = 100
+    preferred_batch_size: tuple[int, ...] = ()
+    instance_count: int = 1
+    instance_kind: str = "KIND_CPU"
+    intra_op_threads: int | None = 1
+    model_analyzer: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RepositorySettings:
+        """Build from the ``triton:`` config section (a DictConfig or a plain dict)."""
+        batching = cfg["dynamic_batching"]
+        instances = cfg["instance_group"]
+        analyzer = cfg.get("model_analyzer") or {}
+        return cls(
+            layout=cfg["layout"],
+            backend=cfg["backend"],
+            max_batch_size=int(cfg["max_batch_size"]),
+            dynamic_batching=bool(batching["enabled"]),
+            max_queue_delay_microseconds=int(batching["max_queue_delay_microseconds"]),
+            preferred_batch_size=tuple(int(s) for s in batching.get("preferred_batch_size") or ()),
+            instance_count=int(instances["count"]),
+            instance_kind=str(instances["kind"]),
+            intra_op_threads=cfg.get("intra_op_threads"),
+            model_analyzer={key: analyzer[key] for key in analyzer},
+        )
+
+    def check(self) -> None:
+        """Reject settings Triton would refuse later, naming the ``triton.*`` key and the fix."""
+        if self.layout not in LAYOUTS:
+            raise TritonConfigError(f"triton.layout={self.layout!r}: choose one of {LAYOUTS}")
+        if self.backend not in GRAPH_BACKENDS:
+            raise TritonConfigError(
+                f"triton.backend={self.backend!r}: choose one of {GRAPH_BACKENDS}"
+            )
+        if self.max_batch_size < 1:
+            raise TritonConfigError(f"triton.max_batch_size={self.max_batch_size}: must be >= 1")
+        too_big = [s for s in self.preferred_batch_size if not 1 <= s <= self.max_batch_size]
+        if too_big:
+            raise TritonConfigError(
+                f"triton.dynamic_batching.preferred_batch_size {too_big}: each must be "
+                f"between 1 and triton.max_batch_size={self.max_batch_size}"
+            )
+        if self.max_queue_delay_microseconds < 0:
+            raise TritonConfigError("triton.dynamic_batching.max_queue_delay_microseconds: >= 0")
+        if self.instance_count < 1:
+            raise TritonConfigError(f"triton.instance_group.count={self.instance_count}: >= 1")
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise TritonConfigError(
+                f"triton.instance_group.kind={self.instance_kind!r}: choose one of {INSTANCE_KINDS}"
+            )
+
+
+# --------------------------------------------------------------------------- config check
+def parse_model_config(text: str, source: str | Path) -> Any:
+    """Parse config.pbtxt text into ``ModelConfig``; a parse error names ``source`` and where."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise TritonConfigError(f"{source}: not a valid Triton ModelConfig: {error}") from None
+    return config
+
+
+def check_repository(repository: str | Path) -> dict[str, Any]:
+    """Parse every ``<model>/config.pbtxt`` of a repository; returns model name -> ModelConfig.
+
+    Besides the syntax, a config whose ``name`` differs from its directory is rejected:
+    Triton refuses to load such a model, and only says so at server start.
+    """
+    repository = Path(repository)
+    configs = {}
+    for path in sorted(repository.glob("*/config.pbtxt")):
+        config = parse_model_config(path.read_text(encoding="utf-8"), path)
+        if config.name and config.name != path.parent.name:
+            raise TritonConfigError(
+                f"{path}: name {config.name!r} differs from its directory "
+                f"{path.parent.name!r}; Triton would not load it"
+            )
+        configs[path.parent.name] = config
+    if PUBLIC_MODEL not in configs:
+        raise TritonConfigError(f"{repository}: no {PUBLIC_MODEL}/config.pbtxt")
+    return configs
+
+
+# --------------------------------------------------------------------------- config text
+def _dims(shape: list[int | str]) -> str:
+    return ", ".join(str(d) if isinstance(d, int) else "-1" for d in shape)
+
+
+def _tensor_block(kind: str, tensors: list[dict]) -> str:
+    rows = [
+        f'  {{ name: "{t["name"]}" data_type: {_TRITON_TYPES[t["dtype"]]} '
+        f"dims: [ {_dims(t['shape'])} ] }}"
+        for t in tensors
+    ]
+    return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
+
+
+def _parameters_block(parameters: Mapping[str, Any]) -> str:
+    return "".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+        for key, value in parameters.items()
+    )
+
+
+def _instance_block(settings: RepositorySettings) -> str:
+    return (
+        f"instance_group [ {{ count: {settings.instance_count} "
+        f"kind: {settings.instance_kind} }} ]\n"
+    )
+
+
+def public_model_config(settings: RepositorySettings) -> str:
+    """config.pbtxt of ``spellfix``: strings in, strings out, batched by Triton."""
+    text = (
+        f'name: "{PUBLIC_MODEL}"\n'
+        'backend: "python"\n'
+        f"max_batch_size: {settings.max_batch_size}\n"
+        'input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        'output [ { name: "CORRECTED" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+    )
+    if settings.dynamic_batching:
+        preferred = ""
+        if settings.preferred_batch_size:
+            sizes = ", ".join(str(s) for s in settings.preferred_batch_size)
+            preferred = f" preferred_batch_size: [ {sizes} ]"
+        text += (
+            "dynamic_batching { max_queue_delay_microseconds: "
+            f"{settings.max_queue_delay_microseconds}{preferred} }}\n"
+        )
+    text += _instance_block(settings)
+    parameters = {"layout": settings.layout, "export_dir": EXPORT_SUBDIR}
+    if settings.intra_op_threads is not None:
+        parameters["intra_op_threads"] = settings.intra_op_threads
+    return text + _parameters_block(parameters)
+
+
+def graph_model_config(name: str, graph: dict, settings: RepositorySettings) -> str:
+    """config.pbtxt of ``encoder`` or ``decoder`` for the bls layout.
+
+    ``max_batch_size: 0`` because the BLS model already sends whole batches, and its
+    decoder calls differ in cache length, so Triton could not batch them together anyway.
+    """
+    text = f'name: "{name}"\n'
+    if settings.backend == "python":
+        text += 'backend: "python"\n'
+    elif settings.backend == "onnxruntime":
+        text += f'platform: "onnxruntime_onnx"\ndefault_model_filename: "{graph["file"]}"\n'
+    else:
+        text += f'platform: "tensorrt_plan"\ndefault_model_filename: "{name}.plan"\n'
+    text += "max_batch_size: 0\n"
+    text += _tensor_block("input", graph["inputs"]) + _tensor_block("output", graph["outputs"])
+    text += _instance_block(settings)
+    if settings.backend == "python":
+        parameters = {"onnx_file": graph["file"]}
+        if settings.intra_op_threads is not None:
+            parameters["intra_op_threads"] = settings.intra_op_threads
+        text += _parameters_block(parameters)
+    return text
+
+
+# --------------------------------------------------------------------------- repository
+def _graph_files(export_dir: Path, manifest: dict, graph: str) -> list[Path]:
+    """The ONNX file of ``graph`` plus its external-data file when the export wrote one."""
+    name = manifest["graphs"][graph]["file"]
+    return [export_dir / f for f in manifest["files"] if f == name or f.startswith(name + ".")]
+
+
+def _copy(files: list[Path], destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copy2(path, destination / path.name)
+
+
+def _write_public_model(
+    repository: Path, export_dir: Path, manifest: dict, settings: RepositorySettings
+) -> None:
+    version = repository / PUBLIC_MODEL / "1"
+    version.mkdir(parents=True)
+    shutil.copy2(MODEL_FILES_DIR / "spellfix" / "model.py", version / "model.py")
+    shutil.copy2(ORT_RUNNER, version / ORT_RUNNER.name)
+    files = [export_dir / MANIFEST_NAME]
+    files += [export_dir / f for f in manifest["files"] if f.startswith("tokenizer")]
+    if settings.layout == "inprocess":
+        files += _graph_files(export_dir, manifest, "encoder")
+        files += _graph_files(export_dir, manifest, "decoder")
+    _copy(files, version / EXPORT_SUBDIR)
+    (repository / PUBLIC_MODEL / "config.pbtxt").write_text(public_model_config(settings))
+
+
+def _write_graph_model(
+    repository: Path, export_dir: Path, manifest: dict, graph: str, settings: RepositorySettings
+) -> None:
+    version = repository / graph / "1"
+    if settings.backend == "tensorrt":
+        plan = export_dir / TENSORRT_ENGINE_DIR / f"{graph}.plan"
+        if not plan.is_file():
+            raise TritonConfigError(
+                f"triton.backend=tensorrt needs {plan}; export with formats=[onnx,tensorrt,triton]"
+            )
+        _copy([plan], version)
+    else:
+        _copy(_graph_files(export_dir, manifest, graph), version)
+    if settings.backend == "python":
+        shutil.copy2(MODEL_FILES_DIR / "onnx_graph" / "model.py", version / "model.py")
+    config = graph_model_config(graph, manifest["graphs"][graph], settings)
+    (repository / graph / "config.pbtxt").write_text(config)
+
+
+def model_analyzer_config(repository: Path, settings: RepositorySettings) -> str:
+    """Model Analyzer YAML: sweep batch size, queue delay and instances under a latency budget.
+
+    Model Analyzer starts its own server on ``repository`` and runs perf_analyzer at each
+    point; the constraint keeps only configurations whose p99 fits the budget, and the
+    objective ranks those by throughput, the trade the reference team tuned by hand.
+    """
+    import yaml
+
+    sweep = settings.model_analyzer
+    profile: dict[str, Any] = {
+        "model_config_parameters": {
+            "max_batch_size": list(sweep.get("max_batch_size", [settings.max_batch_size])),
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": list(
+                    sweep.get(
+                        "max_queue_delay_microseconds", [settings.max_queue_delay_microseconds]
+                    )
+                )
+            },
+            "instance_group": [
+                {
+                    "kind": settings.instance_kind,
+                    "count": list(sweep.get("instance_count", [settings.instance_count])),
+                }
+            ],
+        },
+        "parameters": {"concurrency": list(sweep.get("concurrency", [1, 8, 32]))},
+        "constraints": {"perf_latency_p99": {"max": sweep.get("latency_budget_ms", 25)}},
+        "objectives": ["perf_throughput"],
+    }
+    if settings.layout == "bls":
+        profile["bls_composing_models"] = f"{ENCODER_MODEL},{DECODER_MODEL}"
+    config = {
+        "model_repository": repository.name,
+        "triton_launch_mode": "local",
+        "run_config_search_disable": True,
+        "profile_models": {PUBLIC_MODEL: profile},
+    }
+    header = (
+        "# Model Analyzer sweep for the spellfix Triton repository beside this file; run it\n"
+        f"# from this directory: model-analyzer profile -f {ANALYZER_CONFIG}\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def write_repository(
+    export_dir: str | Path, repository: str | Path, settings: RepositorySettings
+) -> dict:
+    """Write a checked model repository at ``repository`` from an ONNX export directory.
+
+    Everything is written to a temporary sibling first and renamed into place only after
+    every config.pbtxt parsed, so a failure leaves no repository behind. The Model Analyzer
+    config goes next to the repository (``<parent>/model_analyzer.yaml``).
+    Returns the summary ``spellfix-export`` prints.
+    """
+    settings.check()
+    export_dir, repository = Path(export_dir), Path(repository)
+    manifest = load_manifest(export_dir)
+    if repository.exists():
+        raise FileExistsError(f"{repository} exists; remove it or choose another directory")
+    repository.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.partial-", dir=repository.parent))
+    try:
+        _write_public_model(staging, export_dir, manifest, settings)
+        if settings.layout == "bls":
+            for graph in (ENCODER_MODEL, DECODER_MODEL):
+                _write_graph_model(staging, export_dir, manifest, graph, settings)
+        models = check_repository(staging)
+        analyzer = model_analyzer_config(repository, settings)  # before the rename: no I/O left
+        staging.rename(repository)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    analyzer_path = repository.parent / ANALYZER_CONFIG
+    analyzer_path.write_text(analyzer)
+    batching = (
+        f"dynamic batching (max queue delay {settings.max_queue_delay_microseconds} us)"
+        if settings.dynamic_batching
+        else "no dynamic batching"
+    )
+    graphs = f"graphs on {settings.backend}" if settings.layout == "bls" else "graphs in-process"
+    return {
+        "files": [f"{repository.name}/{name}/config.pbtxt" for name in sorted(models)]
+        + [ANALYZER_CONFIG],
+        "verified": [
+            f"{len(models)} config.pbtxt parsed as Triton ModelConfig "
+            f"(layout {settings.layout}, {graphs}, "
+            f"max_batch_size {settings.max_batch_size}, {batching})"
+        ],
+        "models": sorted(models),
+    }

@@ -1,0 +1,122 @@
+"""Triton Python-backend model ``spellfix``: a dynamic batch of queries in, corrections out.
+
+Runs inside tritonserver's Python, which has numpy, tokenizers and onnxruntime but neither
+torch nor spellfix; ``ort_runner.py`` is copied next to this file by
+``spellfix.export.triton``. The ``layout`` parameter of config.pbtxt decides who runs the
+graphs:
+
+- ``inprocess``: ONNX Runtime sessions in this process (``ort_runner.OrtSeq2Seq``);
+- ``bls``: the ``encoder`` and ``decoder`` models of the same server, called through
+  Business Logic Scripting, so they can run on the onnxruntime or TensorRT backends.
+
+Either way every request of the dynamic batch is corrected in one ``correct`` call, so the
+decoder loop runs once for the whole batch. A request with bytes that are not UTF-8 gets an
+error response of its own; the others in the batch are still answered.
+"""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from ort_runner import OrtSeq2Seq, load_manifest
+from tokenizers import Tokenizer
+
+
+class BlsSession:
+    """A Triton model presented as the part of ``onnxruntime.InferenceSession`` that
+    ``OrtSeq2Seq`` uses (``run``, ``get_outputs``), so the greedy loop is the same code
+    whether the graphs run in this process or in other models of the server."""
+
+    def __init__(self, model_name: str, output_names: list[str]) -> None:
+        self.model_name = model_name
+        self.output_names = output_names
+
+    def get_outputs(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(name=name) for name in self.output_names]
+
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        names = list(output_names or self.output_names)
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name,
+            requested_output_names=names,
+            inputs=[
+                pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in feeds.items()
+            ],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(f"{self.model_name}: {response.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names]
+
+
+class BlsSeq2Seq(OrtSeq2Seq):
+    """``OrtSeq2Seq`` whose encoder and decoder are the ``encoder``/``decoder`` models.
+
+    Only the state the decoding methods read is set up here (no ONNX Runtime sessions are
+    opened); the tests compare this layout with the in-process runner query by query.
+    """
+
+    def __init__(self, export_dir: Path, batch_size: int) -> None:
+        self.export_dir = Path(export_dir)
+        self.manifest = load_manifest(self.export_dir)
+        self.generation = dict(self.manifest["generation"])
+        self.num_beams = 1
+        self.batch_size = batch_size
+        graphs = self.manifest["graphs"]
+        self.encoder = BlsSession("encoder", [o["name"] for o in graphs["encoder"]["outputs"]])
+        self.decoder = BlsSession("decoder", [o["name"] for o in graphs["decoder"]["outputs"]])
+        self.on_cuda = False  # the cache travels through the server as host tensors
+        self.kv = self.manifest["kv_cache"]
+        past = next(i for i in graphs["decoder"]["inputs"] if i["name"] == self.kv["past"][0])
+        self.cache_dtype = np.dtype(past["dtype"]).type
+        self.tokenizer = Tokenizer.from_file(str(self.export_dir / self.manifest["tokenizer"]))
+        self.tokenizer.no_padding()
+        self.max_input_tokens = self.generation["max_input_tokens"]
+        self.tokenizer.enable_truncation(self.max_input_tokens)
+
+
+def _error(message: str):
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+
+
+class TritonPythonModel:
+    """The Python backend's entry point: ``initialize`` once per instance, ``execute`` per batch."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        export_dir = version_dir / parameters["export_dir"]
+        batch_size = max(1, int(config.get("max_batch_size", 1)))
+        if parameters["layout"] == "bls":
+            self.runner = BlsSeq2Seq(export_dir, batch_size=batch_size)
+        else:
+            threads = parameters.get("intra_op_threads")
+            self.runner = OrtSeq2Seq(
+                export_dir,
+                intra_op_threads=int(threads) if threads else None,
+                batch_size=batch_size,
+            )
+
+    def execute(self, requests: list) -> list:
+        responses = [None] * len(requests)
+        texts_of = {}  # request index -> its decoded queries
+        for index, request in enumerate(requests):
+            values = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            try:
+                texts_of[index] = [value.decode("utf-8") for value in values]
+            except UnicodeDecodeError as error:
+                responses[index] = _error(f"TEXT is not valid UTF-8: {error}")
+        batch = [text for texts in texts_of.values() for text in texts]
+        try:
+            corrections = iter(self.runner.correct(batch))
+        except Exception as error:  # one failed batch must not take the model down
+            message = f"correction failed: {type(error).__name__}: {error}"
+            return [response or _error(message) for response in responses]
+        for index, texts in texts_of.items():
+            corrected = [next(corrections).encode("utf-8") for _ in texts]
+            output = np.array(corrected, dtype=np.object_).reshape(-1, 1)
+            responses[index] = pb_utils.InferenceResponse([pb_utils.Tensor("CORRECTED", output)])
+        return responses

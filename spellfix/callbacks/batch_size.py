@@ -11,8 +11,8 @@ run out of memory hours into training. It also refuses distributed strategies.
 
 1. one optimizer step on the worst-case batch at that budget (every row at the
    longest source and target lengths of the training set) measures peak memory; a
-   candidate that runs out of memory, or passes the configured memory budget, ends the
-   search;
+   candidate that runs out of memory, or adds more than the configured memory budget
+   above what model and optimizer held at the start, ends the search;
 2. a few optimizer steps on real batches of the training set at that budget measure
    real (non-pad) tokens per second.
 
@@ -30,8 +30,7 @@ import copy
 import json
 import logging
 import random
-import resource
-import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import psutil
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
@@ -70,10 +70,34 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def _peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+class PeakRss:
+    """Highest resident memory of this process while the block runs (sampled every 2 ms).
+
+    CPU tensors are invisible to ``tracemalloc`` and ``ru_maxrss`` only ever grows, so
+    the peak of a single step is sampled directly.
+    """
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._process = psutil.Process()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 class ThroughputTuner(Callback):
@@ -146,6 +170,7 @@ class ThroughputTuner(Callback):
     ) -> list[Probe]:
         pad = datamodule.cfg.pad_to_multiple_of
         optimizer = trainer.optimizers[0]
+        self._baseline_bytes = _memory_in_use(module.device)
         probes: list[Probe] = []
         best, stale = 0.0, 0
         for size in self._candidates(dataset, pad, by_tokens):
@@ -206,19 +231,21 @@ class ThroughputTuner(Callback):
             "clean": "",
         }
         batch = datamodule.collate([example] * rows)
-        cuda = module.device.type == "cuda"
-        if cuda:
+        if module.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(module.device)
-        self._step(trainer, module, optimizer, batch)
-        if cuda:
+            self._step(trainer, module, optimizer, batch)
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated(module.device)
         else:
-            peak = _peak_rss_bytes()
-        if self.memory_budget_bytes and peak > self.memory_budget_bytes:
+            with PeakRss() as rss:
+                self._step(trainer, module, optimizer, batch)
+            peak = rss.peak
+        used = peak - self._baseline_bytes
+        if self.memory_budget_bytes and used > self.memory_budget_bytes:
             raise MemoryBudgetExceeded(
-                f"peak {peak / 2**30:.2f} GiB > budget {self.memory_budget_bytes / 2**30:.2f} GiB"
+                f"{used / 2**30:.2f} GiB above the start > budget "
+                f"{self.memory_budget_bytes / 2**30:.2f} GiB"
             )
         return int(peak)
 
@@ -290,6 +317,12 @@ class ThroughputTuner(Callback):
             saved.data[key] = self.chosen
             saved.tuner.batch_size = None
             config_path.write_text(OmegaConf.to_yaml(saved))
+
+
+def _memory_in_use(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    return psutil.Process().memory_info().rss
 
 
 def _snapshot(module: pl.LightningModule, trainer: pl.Trainer) -> dict[str, Any]:

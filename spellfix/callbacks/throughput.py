@@ -214,7 +214,7 @@ class ThroughputMonitor(Callback):
         self.precision = ""
         self.device_name = ""
         self._recent: deque[_Span] = deque(maxlen=window)
-        self._total = _Span(TokenCounts(), 0.0, 0.0, steps=0)
+        self._total = _Span(TokenCounts(), 0.0, None, steps=0)
         self._batches_seen = 0
         self._step_started: float | None = None
         self._previous_step_end: float | None = None
@@ -231,7 +231,10 @@ class ThroughputMonitor(Callback):
         )
         if self.shape is None:
             log.warning("ThroughputMonitor: the module has no BART-shaped .model.config; no MFU")
-            self._total.flops = None
+        # Totals cover one fit: a second fit (after a batch-size search) starts afresh.
+        self._recent.clear()
+        self._total = _Span(TokenCounts(), 0.0, 0.0 if self.shape else None, steps=0)
+        self._batches_seen = 0
         self.precision = compute_precision(trainer.precision)
         device = trainer.strategy.root_device
         if device.type == "cuda":

@@ -123,7 +123,7 @@ class RecordingLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.history.append((step, dict(metrics)))
 
-    def keys(self) -> set[str]:
+    def logged_keys(self) -> set[str]:
         return {key for _, metrics in self.history for key in metrics}
 
     def values(self, key: str) -> list[float]:

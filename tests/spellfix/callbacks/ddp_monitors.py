@@ -24,7 +24,7 @@ def main(out_dir: Path) -> None:
     trainer = cpu_trainer(out_dir, monitors, devices=2, strategy="ddp")
     trainer.fit(ToySeq2Seq(), train_dataloaders=loader(toy_batches(repeat=2)))
     if trainer.is_global_zero:
-        (out_dir / "logged_keys.json").write_text(json.dumps(sorted(trainer.logger.keys())))
+        (out_dir / "logged_keys.json").write_text(json.dumps(sorted(trainer.logger.logged_keys())))
 
 
 if __name__ == "__main__":

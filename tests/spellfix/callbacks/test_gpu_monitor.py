@@ -64,8 +64,11 @@ def test_cpu_fallback_records_real_readings_and_writes_both_files(tmp_path, caps
 
     logger = trainer.logger
     assert isinstance(logger, RecordingLogger)
-    assert len(logger.values("util/rss_gb_mean")) == len(batches) // 3
-    assert {"util/cpu_percent_p10", "util/compute_fraction"} <= logger.keys()
+    # One log per 3 batches, each from the samples taken since the last; an interval the
+    # thread had no turn in (two shared cores) logs nothing rather than stale numbers.
+    assert 1 <= len(logger.values("util/rss_gb_mean")) <= len(batches) // 3
+    assert len(logger.values("util/compute_fraction")) == len(batches) // 3
+    assert {"util/cpu_percent_p10", "util/compute_fraction"} <= logger.logged_keys()
 
     printed = capsys.readouterr().out
     assert "utilization (psutil" in printed

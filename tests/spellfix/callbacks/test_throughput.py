@@ -200,7 +200,7 @@ def test_a_real_fit_logs_and_writes_totals_equal_to_the_hand_counts(tmp_path) ->
 
     logger = trainer.logger
     assert isinstance(logger, RecordingLogger)
-    logged = logger.keys()
+    logged = logger.logged_keys()
     for name in (
         "perf/samples_per_s",
         "perf/real_tokens_per_s",
@@ -217,3 +217,29 @@ def test_a_real_fit_logs_and_writes_totals_equal_to_the_hand_counts(tmp_path) ->
     assert len(logger.values("perf/real_tokens_per_s")) == len(batches) // 2
     assert all(value > 0 for value in logger.values("perf/step_time_s"))
     assert not any(key.startswith("perf/job/") for key in logged)  # one rank: no job sums
+
+
+class ModelUnderAnotherName(ToySeq2Seq):
+    """A module the FLOPs count cannot read: its network is not at ``self.model``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq2seq = self.model
+        del self.model
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.seq2seq(**batch).loss
+
+
+@pytest.mark.slow
+def test_without_a_readable_model_config_counts_are_kept_and_mfu_is_left_out(tmp_path) -> None:
+    batches = toy_batches()[:2]
+    monitor = ThroughputMonitor(log_every_n_steps=1, output_dir=tmp_path)
+    trainer = cpu_trainer(tmp_path, [monitor])
+    trainer.fit(ModelUnderAnotherName(), train_dataloaders=loader(batches))
+
+    job = json.loads((tmp_path / "throughput.json").read_text())["job"]
+    assert job["samples"] == 3 + 2
+    assert job["flops"] is None
+    assert "mfu" not in job and "flops_per_s" not in job
+    assert "perf/mfu" not in trainer.logger.logged_keys()

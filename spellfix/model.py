@@ -189,10 +189,11 @@ class SpellCorrector(pl.LightningModule):
     # -- evaluation -------------------------------------------------------------------
     @torch.no_grad()
     def correct_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
-        """Greedy (or beam) corrections, at most ``max_new_tokens_ratio`` x input length."""
+        """Greedy (or beam) corrections with the exported model's generation budget."""
         ratio = float(self.generation.get("max_new_tokens_ratio", 1.5))
-        extra = int(self.generation.get("max_new_tokens_extra", 8))
-        max_new = int(attention_mask.sum(dim=1).max().item() * ratio) + extra
+        floor = int(self.generation.get("min_new_tokens_budget", 8))
+        longest = int(attention_mask.sum(dim=1).max().item())
+        max_new = max(floor, math.ceil(ratio * longest))
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -25,6 +25,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -33,6 +34,7 @@ from rich.table import Table
 from data_synth.build import load_dataset_dir
 from data_synth.paths import CONF_DIR
 from spellfix.callbacks import build_callbacks
+from spellfix.callbacks.batch_size import ThroughputTuner, load_search
 from spellfix.config import UserConfigError, checked_main
 from spellfix.data import SpellDataModule, resolve_dataset_dir
 from spellfix.model import SpellCorrector
@@ -94,6 +96,24 @@ def prepare_tokenizer(cfg: DictConfig, dataset_dir: Path, run_dir: Path, resume:
         tokenizer = train_tokenizer(texts, tok_cfg.vocab_size, tok_cfg.min_frequency)
     tokenizer.save_pretrained(tokenizer_dir)
     return tokenizer_dir
+
+
+def batch_size_tuner(cfg: DictConfig, run_dir: Path, resume: str | None) -> Callback | None:
+    """The search when ``tuner.batch_size=auto``; a resumed run reuses its earlier choice."""
+    mode = cfg.tuner.batch_size
+    if mode is None:
+        return None
+    if mode != "auto":
+        raise UserConfigError(f"tuner.batch_size={mode!r}: use auto, or null to keep data.*")
+    if resume:
+        earlier = load_search(Path(resume).parent.parent)
+        if earlier:
+            key = earlier["key"].removeprefix("data.")
+            cfg.data[key] = earlier["chosen"]
+            return None
+    options = OmegaConf.to_container(cfg.tuner, resolve=True)
+    options.pop("batch_size")
+    return ThroughputTuner(run_dir, **options)
 
 
 def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
@@ -206,6 +226,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         val_generation_samples=model_cfg["val_generation_samples"],
     )
     callbacks = build_callbacks(cfg.callbacks, run_dir)
+    tuner = batch_size_tuner(cfg, run_dir, resume)
+    if tuner:
+        callbacks.insert(0, tuner)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=str(run_dir)
     )
@@ -227,7 +250,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         corrected = correct_queries(module, queries)
         result["samples"] = list(zip(queries, corrected, strict=True))
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-        _point_latest(run_dir)
+        _link(run_dir / "dataset", Path(datamodule.dataset_dir).resolve())
+        _link(run_dir.parent.parent / "latest", run_dir)
         print_summary(run_dir, result["samples"], metrics, time.time() - started)
     return result
 
@@ -240,13 +264,13 @@ def correct_queries(module: SpellCorrector, queries: list[str]) -> list[str]:
     return module.correct_batch(encoded["input_ids"], encoded["attention_mask"])
 
 
-def _point_latest(run_dir: Path) -> None:
-    """``<output_dir>/latest`` follows the newest run, for scripts and the Makefile."""
-    latest = run_dir.parent.parent / "latest"
-    tmp = latest.with_name("latest.tmp")
+def _link(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically: ``<output_dir>/latest`` follows the newest
+    run, ``<run_dir>/dataset`` names the data it trained on, for scripts and the Makefile."""
+    tmp = link.with_name(link.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir)
-    tmp.replace(latest)
+    tmp.symlink_to(target)
+    tmp.replace(link)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -17,6 +17,10 @@ $(BIN)/.installed: pyproject.toml
 	# which spellfix does not use, so the wheel is installed without its dependencies.
 	$(BIN)/pip install --quiet "tritonclient[http,grpc]>=2.50"
 	$(BIN)/pip install --quiet --no-deps "nvidia-pytriton>=0.5"
+	# That server's python-backend stub is built against numpy 1.x, so the Triton model
+	# files run on a Python of their own (spellfix-serve's default python_env).
+	$(BIN)/python -m venv $(VENV)/triton-python
+	$(VENV)/triton-python/bin/pip install --quiet "numpy<2" onnxruntime tokenizers
 	touch $@
 
 setup: $(BIN)/.installed

@@ -16,31 +16,24 @@ error response of its own; the others in the batch are still answered.
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from ort_runner import OrtSeq2Seq, load_manifest
-from tokenizers import Tokenizer
+from ort_runner import OrtSeq2Seq
 
 
 class BlsSession:
     """A Triton model presented as the part of ``onnxruntime.InferenceSession`` that
-    ``OrtSeq2Seq`` uses (``run``, ``get_outputs``), so the greedy loop is the same code
-    whether the graphs run in this process or in other models of the server."""
+    ``OrtSeq2Seq`` calls (``run``), so the greedy loop is the same code whether the graphs
+    run in this process or in other models of the server."""
 
-    def __init__(self, model_name: str, output_names: list[str]) -> None:
+    def __init__(self, model_name: str) -> None:
         self.model_name = model_name
-        self.output_names = output_names
 
-    def get_outputs(self) -> list[SimpleNamespace]:
-        return [SimpleNamespace(name=name) for name in self.output_names]
-
-    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
-        names = list(output_names or self.output_names)
+    def run(self, output_names: list[str], feeds: dict) -> list[np.ndarray]:
         request = pb_utils.InferenceRequest(
             model_name=self.model_name,
-            requested_output_names=names,
+            requested_output_names=list(output_names),
             inputs=[
                 pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in feeds.items()
             ],
@@ -48,33 +41,29 @@ class BlsSession:
         response = request.exec()
         if response.has_error():
             raise pb_utils.TritonModelException(f"{self.model_name}: {response.error().message()}")
-        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names]
+        return [
+            pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names
+        ]
 
 
 class BlsSeq2Seq(OrtSeq2Seq):
-    """``OrtSeq2Seq`` whose encoder and decoder are the ``encoder``/``decoder`` models.
+    """``OrtSeq2Seq`` whose encoder and decoder are the server's ``encoder``/``decoder`` models.
 
-    Only the state the decoding methods read is set up here (no ONNX Runtime sessions are
-    opened); the tests compare this layout with the in-process runner query by query.
+    It shares the runner's manifest/tokenizer set-up (as the TensorRT runner does) but opens
+    no ONNX Runtime session; the tests compare this layout with the in-process runner.
     """
 
     def __init__(self, export_dir: Path, batch_size: int) -> None:
-        self.export_dir = Path(export_dir)
-        self.manifest = load_manifest(self.export_dir)
-        self.generation = dict(self.manifest["generation"])
-        self.num_beams = 1
-        self.batch_size = batch_size
+        self._load_manifest_and_tokenizer(
+            export_dir, num_beams=1, max_new_tokens_ratio=None, batch_size=batch_size
+        )
+        self.encoder = BlsSession("encoder")
+        self.decoder = BlsSession("decoder")
+        self.on_cuda = False  # the cache travels between models as host tensors
+        self.compacts_finished_rows = True
         graphs = self.manifest["graphs"]
-        self.encoder = BlsSession("encoder", [o["name"] for o in graphs["encoder"]["outputs"]])
-        self.decoder = BlsSession("decoder", [o["name"] for o in graphs["decoder"]["outputs"]])
-        self.on_cuda = False  # the cache travels through the server as host tensors
-        self.kv = self.manifest["kv_cache"]
         past = next(i for i in graphs["decoder"]["inputs"] if i["name"] == self.kv["past"][0])
         self.cache_dtype = np.dtype(past["dtype"]).type
-        self.tokenizer = Tokenizer.from_file(str(self.export_dir / self.manifest["tokenizer"]))
-        self.tokenizer.no_padding()
-        self.max_input_tokens = self.generation["max_input_tokens"]
-        self.tokenizer.enable_truncation(self.max_input_tokens)
 
 
 def _error(message: str):

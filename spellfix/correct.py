@@ -9,7 +9,8 @@ executes the model:
 
 A back end is any object with ``correct(texts) -> list[str]``; ``BACKENDS`` maps a name to
 the function that loads one from a path. A remote back end (Triton) that has no local path
-plugs in as another constructor building ``Corrector(backend_object, name)``.
+plugs in as another constructor, ``Corrector.from_triton(url)``, building
+``Corrector(backend_object, name)``.
 
 Every back end shares the same contract: empty or blank strings come back unchanged,
 inputs longer than the model's limit are truncated with a logged warning, decoding is
@@ -109,6 +110,54 @@ class TorchBackend:
             )
             for index, text in zip(chunk, decode_clean(self.tokenizer, generated), strict=True):
                 results[index] = text
+        return results
+
+
+class TritonBackend:
+    """The ``spellfix`` model of a running Triton server (``spellfix-serve``), over HTTP or gRPC.
+
+    Requests carry up to the model's ``max_batch_size`` queries; the server's dynamic
+    batcher merges requests from many clients. An HTTP client must not be shared between
+    threads (give each thread its own ``Corrector``); a gRPC one may be.
+    """
+
+    def __init__(self, url: str, protocol: str = "http", model_name: str = "spellfix") -> None:
+        if protocol not in ("http", "grpc"):
+            raise ValueError(f"protocol={protocol!r}: choose 'http' or 'grpc'")
+        if protocol == "http":
+            import tritonclient.http as client_module
+        else:
+            import tritonclient.grpc as client_module
+        self.client_module = client_module
+        self.model_name = model_name
+        address = url.split("://", 1)[-1].rstrip("/")
+        self.client = client_module.InferenceServerClient(address)
+        try:
+            ready = self.client.is_model_ready(model_name)
+        except Exception as error:  # refused connection, DNS, wrong protocol: one message
+            raise RuntimeError(f"cannot reach Triton at {url} over {protocol}: {error}") from None
+        if not ready:
+            raise RuntimeError(f"Triton at {url} has no ready model {model_name!r}")
+        if protocol == "http":
+            config = self.client.get_model_config(model_name)
+        else:
+            config = self.client.get_model_config(model_name, as_json=True)["config"]
+        self.batch_size = max(1, int(config.get("max_batch_size", 1)))
+
+    def correct(self, texts: list[str]) -> list[str]:
+        import numpy as np
+
+        results = list(texts)
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            encoded = np.array([texts[i].encode("utf-8") for i in chunk], dtype=np.object_)
+            request = self.client_module.InferInput("TEXT", [len(chunk), 1], "BYTES")
+            request.set_data_from_numpy(encoded.reshape(-1, 1))
+            output = self.client_module.InferRequestedOutput("CORRECTED")
+            reply = self.client.infer(self.model_name, [request], outputs=[output])
+            for index, value in zip(chunk, reply.as_numpy("CORRECTED").reshape(-1), strict=True):
+                results[index] = value.decode("utf-8")
         return results
 
 
@@ -223,6 +272,13 @@ class Corrector:
         )
         return cls(loaded, name=f"{path.name} ({backend})")
 
+    @classmethod
+    def from_triton(
+        cls, url: str, protocol: str = "http", model_name: str = "spellfix"
+    ) -> Corrector:
+        """Correct through a running Triton server, e.g. ``http://127.0.0.1:8000``."""
+        return cls(TritonBackend(url, protocol, model_name), name=f"{model_name}@{url} (triton)")
+
     def correct(self, texts: list[str]) -> list[str]:
         """Corrections in input order; empty strings are returned as they are."""
         if isinstance(texts, str):
@@ -233,7 +289,11 @@ class Corrector:
 def main(argv: list[str] | None = None) -> int:
     """``spellfix-correct``: correct queries given as arguments, or one per stdin line."""
     parser = argparse.ArgumentParser(prog="spellfix-correct", description=main.__doc__)
-    parser.add_argument("--model", required=True, help="model dir (torch) or export dir (onnx)")
+    parser.add_argument("--model", help="model dir (torch) or export dir (onnx)")
+    parser.add_argument(
+        "--triton", metavar="URL", help="a spellfix-serve server instead of --model"
+    )
+    parser.add_argument("--protocol", default="http", choices=["http", "grpc"], help="for --triton")
     parser.add_argument("--backend", default="torch", choices=sorted(BACKENDS))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -242,15 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("queries", nargs="*", help="queries; read stdin lines when absent")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if (args.model is None) == (args.triton is None):
+        parser.error("give exactly one of --model and --triton")
     queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
     try:
-        corrector = Corrector.from_pretrained(
-            args.model,
-            backend=args.backend,
-            device=args.device,
-            batch_size=args.batch_size,
-            num_beams=args.num_beams,
-        )
+        if args.triton:
+            corrector = Corrector.from_triton(args.triton, protocol=args.protocol)
+        else:
+            corrector = Corrector.from_pretrained(
+                args.model,
+                backend=args.backend,
+                device=args.device,
+                batch_size=args.batch_size,
+                num_beams=args.num_beams,
+            )
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError) as error:
         print(f"spellfix-correct: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ importing this file.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,9 @@ class SpellCorrector(pl.LightningModule):
         )
         return decode_clean(self.tokenizer, generated.tolist())
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
         batch_size = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", self.loss(batch), batch_size=batch_size, sync_dist=True)
@@ -222,6 +226,9 @@ class SpellCorrector(pl.LightningModule):
         metrics = compute_metrics(sources, predictions, references)
         n = metrics.pop("n", len(triples))
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+        if stage == "val" and hasattr(self, "_fit_started"):
+            # Wall time of this validation, so studies can compare time-to-quality.
+            self.log("time/elapsed_s", time.perf_counter() - self._fit_started)
         self.last_samples = triples[:16]
         self.last_sample_count = n
 

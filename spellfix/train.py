@@ -225,7 +225,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         compile=model_cfg["compile"],
         val_generation_samples=model_cfg["val_generation_samples"],
     )
-    callbacks = build_callbacks(cfg.callbacks, run_dir)
+    callbacks = build_callbacks(cfg.callbacks, run_dir, checkpoint_dir)
     tuner = batch_size_tuner(cfg, run_dir, resume)
     if tuner:
         callbacks.insert(0, tuner)

@@ -34,11 +34,14 @@ __all__ = [
 PROGRESS_BARS = {"tqdm": TQDMProgressBar, "rich": RichProgressBar}
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
+def build_callbacks(
+    cfg: DictConfig, run_dir: Path, checkpoint_dir: Path | None = None
+) -> list[Callback]:
     """The enabled callbacks of ``cfg`` (the ``callbacks`` group), writing under ``run_dir``.
 
-    Checkpoints go to ``<run_dir>/checkpoints``; the monitors write their JSON and
-    plot into ``run_dir`` itself, next to the run's saved config.
+    Checkpoints go to ``checkpoint_dir`` (default ``<run_dir>/checkpoints``; SageMaker
+    points it at ``/opt/ml/checkpoints``); the monitors write their JSON and plot into
+    ``run_dir`` itself, next to the run's saved config.
     """
     run_dir = Path(run_dir)
     callbacks: list[Callback] = []
@@ -47,7 +50,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
     if checkpoint.enabled:
         callbacks.append(
             ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
+                dirpath=Path(checkpoint_dir) if checkpoint_dir else run_dir / "checkpoints",
                 filename=checkpoint.filename,
                 monitor=checkpoint.monitor,
                 mode=checkpoint.mode,

@@ -102,14 +102,6 @@ def summarize(run_dir: Path) -> dict:
         "curve": validation_curve(run_dir),
         "precision": throughput.get("precision"),
         "device": throughput.get("device"),
-        "batching": next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in config.splitlines()
-                if "max_tokens:" in line
-            ),
-            "",
-        ),
         "advice": utilization.get("advice", []),
     }
 
@@ -159,14 +151,12 @@ def main() -> None:
     reached = [min(loss for _, loss in r["curve"]) for r in results.values() if r["curve"]]
     target = max(reached) if reached else None
     base, tuned = results["baseline_bs32_fp32"], results["tuned"]
-    busy_label = (
-        "mean SM utilization" if base["backend"] == "nvml" else "mean CPU use (% of a core)"
-    )
+    on_gpu = base["backend"] == "nvml"
+    busy_label = "mean SM utilization (%)" if on_gpu else "mean CPU use (% of a core)"
+    reach_label = f"time to val loss {target:.3f}" if target else "time to target"
     rows = [
         f"| recipe | precision | {busy_label} | p10 | real tokens/s | padding | MFU | "
-        f"steps | time to val loss {target:.3f} |"
-        if target
-        else f"| recipe | precision | {busy_label} | p10 | real tokens/s | padding | MFU | steps | - |",
+        f"steps | {reach_label} |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for recipe, r in results.items():

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from data_synth.keyboards import LAYOUTS, get_keyboard
 from data_synth.paths import CONF_DIR
@@ -69,6 +69,8 @@ _LOWERCASE_SHARE = 0.95  # case_change: share lower-casing (the rest writes all 
 _DROPPED_MARKS = frozenset("'’‘`.")  # vanish when typed (`dont`); other marks become spaces
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 _DOUBLE_LETTER = re.compile(r"([^\W\d_])\1", re.IGNORECASE)
+_ASCII_WORD = re.compile(r"[A-Za-z]+")  # in an ASCII text, exactly the runs of str.isalpha()
+_WORD_CACHE_SIZE = 200_000  # words whose phonetic confusions are kept (a few hundred MB at most)
 
 
 class NoiseConfigError(ValueError):
@@ -93,6 +95,19 @@ class Confusion:
     weight: float
     at_word_start: bool
     at_word_end: bool
+
+
+class WordConfusions(NamedTuple):
+    """The confusions that fit one lower-case word, in the order the table finds them.
+
+    Plain tuples of numbers and strings, which the garbage collector stops tracking, so a
+    large cache adds nothing to its full collections.
+    """
+
+    spans: tuple[tuple[int, int], ...]  # start and end of the letters each one replaces
+    replacements: tuple[str, ...]
+    weights: tuple[float, ...]
+    cumulative: tuple[float, ...]  # running sums of ``weights``, for one bisect per draw
 
 
 def load_confusions(path: str | Path) -> list[Confusion]:
@@ -215,6 +230,7 @@ class NoiseModel:
         for rule in load_confusions(config["confusions"] or DEFAULT_CONFUSIONS):
             self._confusions.setdefault(rule.letters, []).append(rule)
         self._confusion_re = _literal_alternation(self._confusions)
+        self._word_cache: dict[str, WordConfusions] = {}
         self._ops: dict[str, Callable[[str], str | None]] = {
             name: getattr(self, f"_{name}") for name in TYPO_OPS + QUERY_OPS
         }
@@ -350,29 +366,71 @@ class NoiseModel:
         return text[:index] + text[index + 1 :]
 
     def _phonetic(self, text: str) -> str | None:
-        lowered = text.lower()
-        if len(lowered) != len(text):  # rare letters (`İ`) that lower-case into two
+        words = self._words_with_confusions(text)
+        weights = [weight for _, confusions in words for weight in confusions.weights]
+        cumulative = words[0][1].cumulative if len(words) == 1 else list(accumulate(weights))
+        if not cumulative or cumulative[-1] <= 0:
             return None
-        candidates, weights = [], []
-        for match in self._confusion_re.finditer(lowered):
-            start, end = match.span()
-            at_start = start == 0 or not text[start - 1].isalpha()
-            at_end = end == len(text) or not text[end].isalpha()
-            for rule in self._confusions[match.group()]:
-                if (rule.at_word_start and not at_start) or (rule.at_word_end and not at_end):
-                    continue
-                # A mid-word confusion at a word's first letter is as rare as any other typo there.
-                protect = at_start and not rule.at_word_start
-                candidates.append((start, end, rule.replacement))
-                weights.append(rule.weight * (self._first_letter_factor if protect else 1.0))
-        if not candidates or sum(weights) <= 0:
-            return None
-        start, end, replacement = self._rng.choices(candidates, weights)[0]
+        # The draw of random.choices(candidates, weights): one number scaled to the total.
+        pick = bisect.bisect(cumulative, self._random() * cumulative[-1], 0, len(cumulative) - 1)
+        for offset, confusions in words:
+            if pick < len(confusions.spans):
+                break
+            pick -= len(confusions.spans)
+        start, end = confusions.spans[pick]
+        start, end = start + offset, end + offset
+        replacement = confusions.replacements[pick]
         found = text[start:end]
         if found[0].isupper():
             all_capitals = len(found) > 1 and found.isupper()
             replacement = replacement.upper() if all_capitals else replacement.capitalize()
         return text[:start] + replacement + text[end:]
+
+    def _words_with_confusions(self, text: str) -> list[tuple[int, WordConfusions]]:
+        """Each word of ``text`` (a run of letters) as its start and its confusions.
+
+        Word anchors and first-letter protection only look inside a run of letters, so a
+        word's confusions are found once and cached: queries share words, and the training
+        data module re-noises the same queries every epoch.
+        """
+        if text.isascii():
+            if text.isalpha():  # a one-word query: the most common case
+                return [(0, self._word_confusions(text.lower()))]
+            runs = [(match.start(), match.group().lower()) for match in _ASCII_WORD.finditer(text)]
+        else:
+            lowered = text.lower()
+            if len(lowered) != len(text):  # rare letters (`İ`) that lower-case into two
+                return []
+            runs = [(start, lowered[start:end]) for start, end in _letter_runs(text)]
+        return [(offset, self._word_confusions(word)) for offset, word in runs]
+
+    def _word_confusions(self, word: str) -> WordConfusions:
+        """The confusions of one lower-case word, cached (see ``_words_with_confusions``).
+
+        The cache is emptied when full, which costs speed only, never changes a result.
+        """
+        cached = self._word_cache.get(word)
+        if cached is not None:
+            return cached
+        spans, replacements, weights = [], [], []
+        for match in self._confusion_re.finditer(word):
+            start, end = match.span()
+            at_start, at_end = start == 0, end == len(word)
+            for rule in self._confusions[match.group()]:
+                if (rule.at_word_start and not at_start) or (rule.at_word_end and not at_end):
+                    continue
+                # A mid-word confusion at a word's first letter is as rare as any other typo there.
+                protect = at_start and not rule.at_word_start
+                spans.append((start, end))
+                replacements.append(rule.replacement)
+                weights.append(rule.weight * (self._first_letter_factor if protect else 1.0))
+        if len(self._word_cache) >= _WORD_CACHE_SIZE:
+            self._word_cache.clear()
+        cached = WordConfusions(
+            tuple(spans), tuple(replacements), tuple(weights), tuple(accumulate(weights))
+        )
+        self._word_cache[word] = cached
+        return cached
 
     def _merge_words(self, text: str) -> str | None:
         spaces = text.count(" ")
@@ -427,6 +485,21 @@ def _literal_alternation(groups: Mapping[str, object]) -> re.Pattern[str]:
     return re.compile(
         "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in by_first.items())
     )
+
+
+def _letter_runs(text: str) -> list[tuple[int, int]]:
+    """Start and end of each maximal run of ``str.isalpha`` characters (the words)."""
+    runs, start = [], -1
+    for index, char in enumerate(text):
+        if char.isalpha():
+            if start < 0:
+                start = index
+        elif start >= 0:
+            runs.append((start, index))
+            start = -1
+    if start >= 0:
+        runs.append((start, len(text)))
+    return runs
 
 
 def _is_letter(text: str, index: int) -> bool:

@@ -102,7 +102,7 @@ def summarize(run_dir: Path) -> dict:
         "curve": validation_curve(run_dir),
         "precision": throughput.get("precision"),
         "device": throughput.get("device"),
-        "advice": utilization.get("advice", []),
+        "advice": utilization.get("diagnosis", []),
     }
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from data_synth.build import build_dataset, dataset_fingerprint, load_dataset_dir
+from data_synth.cli import summary
 from data_synth.noise import NoiseModel
 
 LABEL_PAD = -100  # ignored by the loss
@@ -67,6 +68,7 @@ def resolve_dataset_dir(data_cfg: DictConfig, noise_cfg: DictConfig) -> Path:
     cached = Path(data_cfg.cache_dir) / dataset_fingerprint(corpus, noise, build)
     if not (cached / "manifest.json").is_file():
         build_dataset(corpus, noise, build, cached)
+        print(summary(cached, show_examples=10))
     return cached
 
 

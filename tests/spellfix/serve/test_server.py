@@ -1,0 +1,203 @@
+"""A real tritonserver on the exported repository: same answers, robust to bad input, clean stop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from spellfix.correct import Corrector
+from spellfix.export.onnx import builtin_validation_queries
+from spellfix.serve import TritonServer, free_port
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+SERVER_PROCESS_NAMES = ("tritonserver", "triton_python_backend_stub")
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[str]:
+    """120 queries: misspelled titles, accents, digits and odd spacing, plus an empty one."""
+    return [*builtin_validation_queries(119), ""]
+
+
+@pytest.fixture(scope="module")
+def expected(triton_export: dict, queries: list[str]) -> dict[str, str]:
+    """What the in-process ONNX Runtime corrector answers: the reference for every client."""
+    corrector = Corrector.from_pretrained(
+        triton_export["export_dir"], backend="onnx", intra_op_threads=1
+    )
+    return dict(zip(queries, corrector.correct(queries), strict=True))
+
+
+def _address(url: str) -> str:
+    return url.split("://", 1)[1]
+
+
+def _text_input(module, values: list) -> object:
+    array = np.array(values, dtype=np.object_).reshape(-1, 1)
+    tensor = module.InferInput("TEXT", list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_http_and_grpc_answer_like_the_in_process_corrector(served, queries, expected):
+    layout, server = served
+    reference = [expected[q] for q in queries]
+    assert sum(c != q for q, c in zip(queries, reference, strict=True)) > 0  # not a copy machine
+    for url, protocol in ((server.http_url, "http"), (server.grpc_url, "grpc")):
+        corrected = Corrector.from_triton(url, protocol=protocol).correct(queries)
+        assert corrected == reference, f"{layout} over {protocol}"
+
+
+def test_malformed_requests_get_errors_or_defined_results(served, expected):
+    _, server = served
+    client = httpclient.InferenceServerClient(_address(server.http_url))
+    grpc = grpcclient.InferenceServerClient(_address(server.grpc_url))
+    try:
+        _check_malformed_requests(client, grpc, expected)
+    finally:  # an open keep-alive connection would hold up the server's stop
+        client.close()
+        grpc.close()
+
+
+def _check_malformed_requests(client, grpc, expected: dict[str, str]) -> None:
+    def infer(tensor):
+        return client.infer("spellfix", [tensor]).as_numpy("CORRECTED")
+
+    assert infer(_text_input(httpclient, [b""])).tolist() == [[b""]]
+    long_query = ("queen bohemian rapsody " * 500)[:10_000]
+    (answer,) = infer(_text_input(httpclient, [long_query.encode()])).reshape(-1)
+    assert 0 < len(answer.decode("utf-8")) < len(long_query)  # truncated input, bounded output
+
+    with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+        infer(_text_input(httpclient, [b"\xff\xfe broken"]))
+    wrong_dtype = httpclient.InferInput("TEXT", [1, 1], "INT64")
+    wrong_dtype.set_data_from_numpy(np.array([[42]], dtype=np.int64))
+    with pytest.raises(InferenceServerException, match=r"data-type is 'INT64'.*expects 'BYTES'"):
+        infer(wrong_dtype)
+    empty_batch = httpclient.InferInput("TEXT", [0, 1], "BYTES")
+    empty_batch.set_data_from_numpy(np.zeros((0, 1), dtype=np.object_))
+    with pytest.raises(InferenceServerException, match=r"input 'TEXT'.*got 0"):
+        infer(empty_batch)
+
+    # Still healthy: the bad requests failed alone, and the next ones are answered.
+    assert client.is_server_live() and client.is_model_ready("spellfix")
+    good = grpc.infer("spellfix", [_text_input(grpcclient, [b"coldplay yelow"])])
+    assert good.as_numpy("CORRECTED").tolist() == [[expected["coldplay yelow"].encode()]]
+
+
+def test_16_threads_200_requests_each_without_an_error(served, queries, expected):
+    layout, server = served
+    errors: list[str] = []
+    wrong: list[tuple[str, str]] = []
+    answered = [0] * 16
+
+    def client_thread(index: int) -> None:
+        # Half the threads speak HTTP, half gRPC; an HTTP client is not shared across threads.
+        protocol = "http" if index % 2 else "grpc"
+        url = server.http_url if protocol == "http" else server.grpc_url
+        corrector = Corrector.from_triton(url, protocol=protocol)
+        for n in range(200):
+            query = queries[(index * 200 + n) % len(queries)]
+            try:
+                (answer,) = corrector.correct([query])
+            except Exception as error:  # every failure is counted, none may happen
+                errors.append(f"{protocol}: {error}")
+                continue
+            answered[index] += 1
+            if answer != expected[query]:
+                wrong.append((query, answer))
+
+    threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), f"{layout}: clients hung"
+    assert errors == [], f"{layout}: {len(errors)} errors, first: {errors[:3]}"
+    assert sum(answered) == 16 * 200
+    assert wrong == [], f"{layout}: answers differ under load, first: {wrong[:3]}"
+
+
+def _server_family(server: TritonServer) -> list[psutil.Process]:
+    root = psutil.Process(server.process.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {process.name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
+    server = TritonServer(
+        triton_export["bls"], http_port=free_port(), grpc_port=free_port(), metrics_port=0
+    )
+    with server:
+        family = _server_family(server)
+        names = sorted(process.name() for process in family)
+        # The server and one stub per model instance (spellfix, encoder, decoder).
+        assert names.count("triton_python_backend_stub") == 3, names
+        assert names.count("tritonserver") == 1, names
+    assert _alive(family) == []
+    assert not server.is_ready()
+
+
+def test_spellfix_serve_prints_endpoints_and_stops_on_sigterm(triton_export, server_installed):
+    ports = [free_port(), free_port(), free_port()]
+    command = [
+        sys.executable,
+        "-m",
+        "spellfix.serve",
+        f"repository={triton_export['inprocess']}",
+        f"http_port={ports[0]}",
+        f"grpc_port={ports[1]}",
+        f"metrics_port={ports[2]}",
+        f"hydra.run.dir={Path(triton_export['export_dir']).parent / 'serve_run'}",
+    ]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in cli.stdout:  # bounded: the server gives up after startup_timeout_s
+            lines.append(line)
+            if line.startswith("Stop with"):
+                break
+        printed = "".join(lines)
+        assert f"http://127.0.0.1:{ports[0]}" in printed, printed
+        assert f"grpc://127.0.0.1:{ports[1]}" in printed
+        assert f"http://127.0.0.1:{ports[2]}/metrics" in printed
+        family = [psutil.Process(cli.pid), *psutil.Process(cli.pid).children(recursive=True)]
+        assert any(p.name() == "triton_python_backend_stub" for p in family)
+        answer = Corrector.from_triton(f"http://127.0.0.1:{ports[0]}").correct(["coldplay yelow"])
+        assert len(answer) == 1
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        assert "stopped" in cli.stdout.read()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert _alive(family) == []
+    leftovers = [
+        p.info
+        for p in psutil.process_iter(["pid", "name", "cmdline"])
+        if p.info["name"] in SERVER_PROCESS_NAMES
+        and any(str(triton_export["inprocess"]) in part for part in p.info["cmdline"] or [])
+    ]
+    assert leftovers == []

@@ -299,25 +299,6 @@ def compose_train_config(overrides: list[str]):
     return cfg
 
 
-def link_checkpoints(job: TrainingJob) -> None:
-    """Make ``<run_dir>/checkpoints`` the job's checkpoint directory.
-
-    Training writes checkpoints under its run directory; a symlink sends them to
-    ``/opt/ml/checkpoints``, the one directory SageMaker syncs to S3 while the job runs.
-    """
-    job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    link = job.run_dir / "checkpoints"
-    if link.is_symlink() and link.resolve() == job.checkpoint_dir.resolve():
-        return
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    if link.is_dir() and not link.is_symlink():
-        for item in link.iterdir():
-            shutil.move(str(item), job.checkpoint_dir / item.name)
-        link.rmdir()
-    link.unlink(missing_ok=True)
-    link.symlink_to(job.checkpoint_dir.resolve(), target_is_directory=True)
-
-
 def publish(job: TrainingJob, run_dir: Path, formats: list[str]) -> None:
     """Copy the model (and exports) to SM_MODEL_DIR, the evidence to SM_OUTPUT_DATA_DIR."""
     from spellfix.report import write_report
@@ -377,7 +358,6 @@ def run_job(
     formats = export_formats(job, argv)
     set_distributed_environment(job, env)
     cfg = compose_train_config(overrides)
-    link_checkpoints(job)
     if is_global_zero(job, env):
         print("spellfix-sagemaker overrides: " + " ".join(overrides), flush=True)
     result = train(cfg)

@@ -136,7 +136,9 @@ def test_config_check_rejects_a_broken_config_with_its_parse_error(triton_export
     assert str(config) in message
     assert "Expected" in message  # protobuf's own words, with line:column
     # The server refuses it before starting a process, with the same message.
-    server = TritonServer(broken, http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    server = TritonServer(
+        broken, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
     with pytest.raises(TritonConfigError, match="Expected"):
         server.start()
     assert server.process is None

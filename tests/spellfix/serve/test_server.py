@@ -147,7 +147,7 @@ def _alive(processes: list[psutil.Process]) -> list[str]:
 
 def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
     server = TritonServer(
-        triton_export["bls"], http_port=free_port(), grpc_port=free_port(), metrics_port=0
+        triton_export["bls"], http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
     )
     with server:
         family = _server_family(server)

@@ -1,0 +1,284 @@
+"""Triton serving against the in-process ONNX Runtime corrector: latency and queries/s.
+
+A user who does not deploy Triton calls ``Corrector.from_pretrained(export, backend="onnx")``
+in their own process; that is the baseline. Triton must pay for itself in throughput under
+concurrent load (dynamic batching merges single-query requests into one decoder loop)
+without costing much latency for a lone request. Five runners, one run, same queries:
+
+- ``in-process ORT``: one shared ``Corrector`` called from every client thread;
+- ``triton inprocess`` and ``triton bls`` layouts, each with dynamic batching on and off
+  (off: every request is decoded alone, the unbatched baseline).
+
+Every request carries one query; each client thread has its own Triton client. For each
+concurrency (1, 8, 32) the runners take turns, in rotated order over several rounds, so
+machine noise hits all of them; latencies are pooled over the rounds, queries/s is the
+median round. Targets (issue 6, on CPU): batched >= 3x the queries/s of unbatched at
+concurrency 32; Triton's p50 within 2 ms of the in-process corrector at concurrency 1.
+
+The model is the default ``bart_tiny`` shape, taught to copy real-looking queries for a few
+hundred steps so that decoding stops at EOS after about as many tokens as the query has,
+as a trained corrector does (pass ``--model`` to use a model from ``make train`` instead).
+
+    .venv/bin/python -m experiments.bench_triton          # full run: results/bench_triton.md
+    .venv/bin/python -m experiments.bench_triton --quick  # tiny smoke run, no results file
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from data_synth.corpus import read_corpus
+from data_synth.paths import CONF_DIR
+from experiments.common import write_results
+from spellfix.correct import Corrector
+from spellfix.export.onnx import builtin_validation_queries, export_onnx
+from spellfix.export.triton import RepositorySettings, write_repository
+from spellfix.serve import TritonServer, free_port
+from spellfix.tokenizer import train_tokenizer
+
+IN_PROCESS = "in-process ORT"
+# A callable made once per client thread (clients are not shared across threads), then
+# called with one query per request.
+ClientFactory = Callable[[], Callable[[str], str]]
+
+
+def build_model(out: Path, steps: int) -> Path:
+    """A ``conf/model/bart_tiny.yaml``-shaped BART taught to copy queries, saved HF-style."""
+    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+
+    model_cfg = OmegaConf.load(CONF_DIR / "model" / "bart_tiny.yaml")
+    corpus_cfg = OmegaConf.load(CONF_DIR / "corpus" / "builtin.yaml")
+    corpus = read_corpus(corpus_cfg).texts[:5000]
+    queries = builtin_validation_queries(40)
+    tokenizer = train_tokenizer(
+        corpus + queries, vocab_size=model_cfg.tokenizer.vocab_size, min_frequency=1
+    )
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": tokenizer.eos_token_id,
+    }
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        forced_bos_token_id=None,
+        forced_eos_token_id=tokenizer.eos_token_id,
+        **OmegaConf.to_container(model_cfg.config),
+        **special,
+    )
+    model = BartForConditionalGeneration(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    texts = corpus + queries
+    model.train()
+    for _ in range(steps):
+        batch = tokenizer([texts[i] for i in rng.integers(len(texts), size=32)], padding=True)
+        input_ids = torch.tensor(batch["input_ids"])
+        mask = torch.tensor(batch["attention_mask"])
+        labels = input_ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.generation_config = GenerationConfig(**special, num_beams=1, do_sample=False)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_repositories(export_dir: Path, workdir: Path, threads: int) -> dict[str, Path]:
+    """The four served variants: {inprocess, bls} x dynamic batching {on, off}."""
+    defaults = OmegaConf.load(CONF_DIR / "export.yaml").triton
+    base = RepositorySettings.from_config(defaults)
+    repositories = {}
+    for layout in ("inprocess", "bls"):
+        for batching in (True, False):
+            name = f"triton {layout}, {'batched' if batching else 'unbatched'}"
+            settings = dataclasses.replace(
+                base, layout=layout, dynamic_batching=batching, intra_op_threads=threads
+            )
+            repository = workdir / f"{layout}-{'batched' if batching else 'unbatched'}" / "triton"
+            write_repository(export_dir, repository, settings)
+            repositories[name] = repository
+    return repositories
+
+
+def triton_client(url: str, protocol: str) -> ClientFactory:
+    def make() -> Callable[[str], str]:
+        corrector = Corrector.from_triton(url, protocol=protocol)
+        return lambda query: corrector.correct([query])[0]
+
+    return make
+
+
+def measure(
+    factory: ClientFactory, queries: list[str], concurrency: int, requests: int
+) -> tuple[list[float], float]:
+    """``requests`` single-query requests from ``concurrency`` threads: latencies (s), queries/s."""
+    per_thread = max(1, requests // concurrency)
+    clients = [factory() for _ in range(concurrency)]
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1)
+
+    def run(index: int) -> None:
+        client = clients[index]
+        start.wait()
+        for n in range(per_thread):
+            query = queries[(index * per_thread + n) % len(queries)]
+            began = time.perf_counter()
+            client(query)
+            latencies[index].append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    return [x for row in latencies for x in row], per_thread * concurrency / wall
+
+
+def bench(
+    runners: dict[str, ClientFactory], queries: list[str], args: argparse.Namespace
+) -> list[dict]:
+    names = list(runners)
+    for name in names:  # warm-up: sessions, connections, the first batches
+        measure(runners[name], queries, 4, 16)
+    rows = []
+    for concurrency in args.concurrency:
+        latencies: dict[str, list[float]] = {name: [] for name in names}
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for round_index in range(args.rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                lat, rate = measure(runners[name], queries, concurrency, args.requests)
+                latencies[name] += lat
+                rates[name].append(rate)
+        for name in names:
+            ms = np.array(latencies[name]) * 1000
+            rows.append(
+                {
+                    "runner": name,
+                    "concurrency": concurrency,
+                    "p50_ms": float(np.percentile(ms, 50)),
+                    "p99_ms": float(np.percentile(ms, 99)),
+                    "qps": statistics.median(rates[name]),
+                }
+            )
+        print(f"concurrency {concurrency} done", flush=True)
+    return rows
+
+
+def render(rows: list[dict], args: argparse.Namespace, model: str, queries: list[str]) -> str:
+    lookup = {(r["runner"], r["concurrency"]): r for r in rows}
+    lines = [
+        f"Model: {model}. {len(set(queries))} distinct queries, one per request; "
+        f"{args.requests} requests per runner per round, {args.rounds} rounds, runners in "
+        f"rotated order. Triton: tritonserver 2.51 (nvidia-pytriton wheel), Python backend, "
+        f"one instance per model, {args.protocol.upper()} clients, ONNX Runtime "
+        f"intra-op threads {args.threads} on both sides.",
+        "",
+        "| runner | concurrency | p50 ms | p99 ms | queries/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['runner']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['qps']:.0f} |"
+        )
+    lines += ["", "Targets:", ""]
+    top, low = max(args.concurrency), min(args.concurrency)
+    for layout in ("inprocess", "bls"):
+        batched = lookup[(f"triton {layout}, batched", top)]["qps"]
+        unbatched = lookup[(f"triton {layout}, unbatched", top)]["qps"]
+        ratio = batched / unbatched
+        verdict = "met" if ratio >= 3 else "NOT met"
+        lines.append(
+            f"- {layout}: dynamic batching gives {ratio:.1f}x the queries/s of unbatched at "
+            f"concurrency {top} (target >= 3x: {verdict})"
+        )
+    baseline = lookup[(IN_PROCESS, low)]["p50_ms"]
+    for name in (n for n in dict.fromkeys(r["runner"] for r in rows) if n != IN_PROCESS):
+        gap = lookup[(name, low)]["p50_ms"] - baseline
+        verdict = "met" if gap <= 2 else "NOT met"
+        lines.append(
+            f"- {name}: p50 at concurrency {low} is {gap:+.2f} ms from the in-process "
+            f"corrector's {baseline:.2f} ms (target within 2 ms: {verdict})"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="a trained model dir; default: build one")
+    parser.add_argument("--requests", type=int, default=640, help="per runner, round, level")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run, no results file")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds, args.concurrency, args.train_steps = 32, 1, [1, 8], 20
+    torch.set_num_threads(max(1, args.threads))
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_triton-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        model_dir = args.model or build_model(workdir / "model", args.train_steps)
+        model = str(args.model) if args.model else f"bart_tiny shape, {args.train_steps} copy steps"
+        export_dir = workdir / "export"
+        export_onnx(model_dir, export_dir, validation_queries=builtin_validation_queries(40))
+        corrector = Corrector.from_pretrained(
+            export_dir, backend="onnx", intra_op_threads=args.threads
+        )
+        queries = builtin_validation_queries(40)  # real-looking misspelled titles
+        runners: dict[str, ClientFactory] = {
+            IN_PROCESS: lambda: lambda query: corrector.correct([query])[0]
+        }
+        for name, repository in write_repositories(export_dir, workdir, args.threads).items():
+            server = stack.enter_context(
+                TritonServer(
+                    repository,
+                    http_port=free_port(),
+                    grpc_port=free_port(),
+                    metrics_port=free_port(),
+                )
+            )
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+            runners[name] = triton_client(url, args.protocol)
+        expected = corrector.correct(queries)
+        for name, factory in runners.items():  # every runner must answer the same
+            client = factory()
+            answers = [client(q) for q in queries]
+            if answers != expected:
+                raise SystemExit(f"{name} answers differently from the in-process corrector")
+        rows = bench(runners, queries, args)
+    body = render(rows, args, model, queries)
+    print(body)
+    if not args.quick:
+        path = write_results("bench_triton", "Triton serving vs the in-process corrector", body)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

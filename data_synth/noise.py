@@ -13,7 +13,9 @@ Every result carries the names of the operations applied, so datasets can be aud
 
 Speed matters: the training data module re-noises the whole corpus every epoch, so
 operations pick positions by rejection sampling on a single ``random.Random`` instead
-of scanning the query, and the phonetic table is compiled into one regular expression.
+of scanning the query, and each word's phonetic confusions are found once (one regular
+expression over the table, rules pre-sorted by where in a word they may apply) and cached.
+None of this changes a result: the same seed gives the same outputs with or without it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain, product
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,7 +72,7 @@ _DROPPED_MARKS = frozenset("'’‘`.")  # vanish when typed (`dont`); other mar
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 _DOUBLE_LETTER = re.compile(r"([^\W\d_])\1", re.IGNORECASE)
 _ASCII_WORD = re.compile(r"[A-Za-z]+")  # in an ASCII text, exactly the runs of str.isalpha()
-_WORD_CACHE_SIZE = 200_000  # words whose phonetic confusions are kept (a few hundred MB at most)
+_WORD_CACHE_SIZE = 50_000  # words whose phonetic confusions are kept (about 750 bytes each)
 
 
 class NoiseConfigError(ValueError):
@@ -223,17 +225,24 @@ class NoiseModel:
         self._first_letter_factor = _check_fraction(config, "first_letter_factor")
         self._max_errors_per_char = float(max_per_char)
         self._count_cumulative = list(accumulate(float(w) for w in counts))
-        self._typo_names = [op for op, rate in typo_rates.items() if rate > 0]
-        self._typo_cumulative = list(accumulate(typo_rates[op] for op in self._typo_names))
-        self._query_rates = [(op, rate) for op, rate in query_rates.items() if rate > 0]
-        self._confusions: dict[str, list[Confusion]] = {}
+        self._count_total = self._count_cumulative[-1]
+        typo_names = [op for op, rate in typo_rates.items() if rate > 0]
+        self._typo_cumulative = list(accumulate(typo_rates[op] for op in typo_names))
+        self._typo_total = self._typo_cumulative[-1]
+        confusions: dict[str, list[Confusion]] = {}
         for rule in load_confusions(config["confusions"] or DEFAULT_CONFUSIONS):
-            self._confusions.setdefault(rule.letters, []).append(rule)
-        self._confusion_re = _literal_alternation(self._confusions)
+            confusions.setdefault(rule.letters, []).append(rule)
+        self._confusion_re = _literal_alternation(confusions)
+        self._rules_at = _rules_by_place(confusions, self._first_letter_factor)
         self._word_cache: dict[str, WordConfusions] = {}
         self._ops: dict[str, Callable[[str], str | None]] = {
             name: getattr(self, f"_{name}") for name in TYPO_OPS + QUERY_OPS
         }
+        # What ``corrupt`` walks per query, looked up once here rather than on every call.
+        self._typo_ops = [(name, self._ops[name]) for name in typo_names]
+        self._query_ops = [
+            (name, rate, self._ops[name]) for name, rate in query_rates.items() if rate > 0
+        ]
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], seed: int = 0) -> NoiseModel:
@@ -259,19 +268,23 @@ class NoiseModel:
         if not text or rng() < self._clean_share:
             return Corruption(text, text, [])
         noisy, ops = text, []
-        for name, rate in self._query_rates:
+        for name, rate, apply in self._query_ops:
             if rng() < rate:
-                changed = self._ops[name](noisy)
+                changed = apply(noisy)
                 if changed is not None and changed.strip():
                     noisy = changed
                     ops.append(name)
-        drawn = bisect.bisect(self._count_cumulative, rng() * self._count_cumulative[-1]) + 1
+        drawn = bisect.bisect(self._count_cumulative, rng() * self._count_total) + 1
         cap = max(1, int(len(text) * self._max_errors_per_char))
+        typo_cumulative, typo_total, typo_ops = (
+            self._typo_cumulative,
+            self._typo_total,
+            self._typo_ops,
+        )
         for _ in range(min(drawn, cap)):
             for _attempt in range(_OP_TRIES):
-                pick = rng() * self._typo_cumulative[-1]
-                name = self._typo_names[bisect.bisect(self._typo_cumulative, pick)]
-                changed = self._ops[name](noisy)
+                name, apply = typo_ops[bisect.bisect(typo_cumulative, rng() * typo_total)]
+                changed = apply(noisy)
                 if changed is not None and changed != noisy and changed.strip():
                     noisy = changed
                     ops.append(name)
@@ -359,24 +372,30 @@ class NoiseModel:
         return text[:index] + text[index] + text[index:]
 
     def _undouble(self, text: str) -> str | None:
-        doubles = [match.start() for match in _DOUBLE_LETTER.finditer(text)]
-        if not doubles:
+        first = _DOUBLE_LETTER.search(text)  # most words have none: answer that cheaply
+        if first is None:
             return None
+        doubles = [match.start() for match in _DOUBLE_LETTER.finditer(text, first.start())]
         index = doubles[int(self._random() * len(doubles))]
         return text[:index] + text[index + 1 :]
 
     def _phonetic(self, text: str) -> str | None:
         words = self._words_with_confusions(text)
-        weights = [weight for _, confusions in words for weight in confusions.weights]
-        cumulative = words[0][1].cumulative if len(words) == 1 else list(accumulate(weights))
+        if len(words) == 1:
+            cumulative = words[0][1].cumulative
+        else:  # the same running sums as over one list of all the query's confusions
+            cumulative = list(accumulate(chain.from_iterable(c.weights for _, c in words)))
         if not cumulative or cumulative[-1] <= 0:
             return None
         # The draw of random.choices(candidates, weights): one number scaled to the total.
         pick = bisect.bisect(cumulative, self._random() * cumulative[-1], 0, len(cumulative) - 1)
-        for offset, confusions in words:
-            if pick < len(confusions.spans):
-                break
-            pick -= len(confusions.spans)
+        if len(words) == 1:
+            offset, confusions = words[0]
+        else:  # which word holds the picked confusion, and its index there
+            ends = list(accumulate(len(c.spans) for _, c in words))
+            word = bisect.bisect(ends, pick)
+            offset, confusions = words[word]
+            pick -= ends[word] - len(confusions.spans)
         start, end = confusions.spans[pick]
         start, end = start + offset, end + offset
         replacement = confusions.replacements[pick]
@@ -415,15 +434,10 @@ class NoiseModel:
         spans, replacements, weights = [], [], []
         for match in self._confusion_re.finditer(word):
             start, end = match.span()
-            at_start, at_end = start == 0, end == len(word)
-            for rule in self._confusions[match.group()]:
-                if (rule.at_word_start and not at_start) or (rule.at_word_end and not at_end):
-                    continue
-                # A mid-word confusion at a word's first letter is as rare as any other typo there.
-                protect = at_start and not rule.at_word_start
-                spans.append((start, end))
-                replacements.append(rule.replacement)
-                weights.append(rule.weight * (self._first_letter_factor if protect else 1.0))
+            rules = self._rules_at[match.group(), start == 0, end == len(word)]
+            spans += [(start, end)] * len(rules[0])
+            replacements += rules[0]
+            weights += rules[1]
         if len(self._word_cache) >= _WORD_CACHE_SIZE:
             self._word_cache.clear()
         cached = WordConfusions(
@@ -471,6 +485,30 @@ class NoiseModel:
         # case is left alone rather than pushed into the rare one.
         changed = text.lower() if self._random() < _LOWERCASE_SHARE else text.upper()
         return changed if changed != text else None
+
+
+def _rules_by_place(
+    confusions: Mapping[str, list[Confusion]], first_letter_factor: float
+) -> dict[tuple[str, bool, bool], tuple[tuple[str, ...], tuple[float, ...]]]:
+    """For letters found at/not at a word's start and end: the rules that fit, and weights.
+
+    Answers ahead of time what the phonetic operation would otherwise work out per match.
+    """
+    table = {}
+    for letters, rules in confusions.items():
+        for at_start, at_end in product((False, True), repeat=2):
+            fitting = [
+                rule
+                for rule in rules
+                if (at_start or not rule.at_word_start) and (at_end or not rule.at_word_end)
+            ]
+            # A mid-word confusion at a word's first letter is as rare as any other typo there.
+            weights = tuple(
+                rule.weight * (first_letter_factor if at_start and not rule.at_word_start else 1.0)
+                for rule in fitting
+            )
+            table[letters, at_start, at_end] = (tuple(r.replacement for r in fitting), weights)
+    return table
 
 
 def _literal_alternation(groups: Mapping[str, object]) -> re.Pattern[str]:

@@ -280,7 +280,7 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def _headline(run: RunData) -> dict[str, Any]:
+def run_headline(run: RunData) -> dict[str, Any]:
     """One row of the comparison table: quality, speed and how busy the device was."""
     row: dict[str, Any] = {"run": run.name}
     metrics = _final_metrics(run)
@@ -304,7 +304,7 @@ def compare_runs(run_dirs: Sequence[Path | str], output_dir: Path | str) -> Path
         write_report(run.run_dir)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    rows = [_headline(run) for run in runs]
+    rows = [run_headline(run) for run in runs]
     columns = [
         c
         for c in dict.fromkeys(k for row in rows for k in row)

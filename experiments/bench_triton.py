@@ -80,17 +80,14 @@ def build_model(out: Path, steps: int) -> Path:
         **special,
     )
     model = BartForConditionalGeneration(config)
+    # Taught on the benchmark's own queries (the whole set each step), as the test suite's
+    # tiny model is: a few hundred steps make it copy them and stop at EOS.
+    batch = tokenizer(queries, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    rng = np.random.default_rng(0)
-    texts = corpus + queries
     model.train()
     for _ in range(steps):
-        batch = tokenizer([texts[i] for i in rng.integers(len(texts), size=32)], padding=True)
-        input_ids = torch.tensor(batch["input_ids"])
-        mask = torch.tensor(batch["attention_mask"])
-        labels = input_ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
+        model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()

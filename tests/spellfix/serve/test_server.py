@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from spellfix.correct import Corrector
+from spellfix.correct import main as correct_main
 from spellfix.export.onnx import builtin_validation_queries
 from spellfix.serve import TritonServer, free_port
 
@@ -57,6 +59,21 @@ def test_http_and_grpc_answer_like_the_in_process_corrector(served, queries, exp
     for url, protocol in ((server.http_url, "http"), (server.grpc_url, "grpc")):
         corrected = Corrector.from_triton(url, protocol=protocol).correct(queries)
         assert corrected == reference, f"{layout} over {protocol}"
+
+
+def test_spellfix_correct_cli_sends_queries_to_the_server(served, expected, capsys):
+    _, server = served
+    queries = ["coldplay yelow", "", "beyoncé crazy in love"]
+    assert correct_main(["--triton", server.http_url, "--json", *queries]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"query": q, "correction": expected.get(q, q)} for q in queries]
+    assert correct_main(["--triton", server.grpc_url, "--protocol", "grpc", queries[0]]) == 0
+    assert capsys.readouterr().out == expected[queries[0]] + "\n"
+
+
+def test_spellfix_correct_cli_names_an_unreachable_server(capsys):
+    assert correct_main(["--triton", f"http://127.0.0.1:{free_port()}", "x"]) == 2
+    assert "cannot reach Triton at http://127.0.0.1:" in capsys.readouterr().err
 
 
 def test_malformed_requests_get_errors_or_defined_results(served, expected):

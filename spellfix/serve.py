@@ -151,7 +151,9 @@ def _bundled_backend_dir(root: Path, python_version: str) -> Path:
     return backends
 
 
-def find_server(tritonserver: str | None = None, python_env: str | Path | None = None):
+def find_server(
+    tritonserver: str | None = None, python_env: str | Path | None = None
+) -> ServerInstall:
     """The server to run: ``tritonserver`` if given, else the bundled one, else PATH's."""
     if tritonserver:
         binary = Path(tritonserver)
@@ -222,6 +224,7 @@ class TritonServer:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self, install: ServerInstall) -> list[str]:
+        """The tritonserver command line: every endpoint on ``host``, CPU metrics only."""
         command = [
             str(install.binary),
             f"--model-repository={self.repository}",
@@ -241,6 +244,7 @@ class TritonServer:
         return command
 
     def environment(self, install: ServerInstall) -> dict[str, str]:
+        """This process's environment plus what the bundled binary and its stub need."""
         env = dict(os.environ)
         library_path = [*install.lib_dirs, env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = ":".join(p for p in library_path if p)

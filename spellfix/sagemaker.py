@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,7 +259,7 @@ def export_formats(job: TrainingJob, argv: Sequence[str] = ()) -> list[str]:
     return [str(name).strip() for name in value if str(name).strip()]
 
 
-def set_distributed_environment(job: TrainingJob, environ: dict[str, str]) -> None:
+def set_distributed_environment(job: TrainingJob, environ: MutableMapping[str, str]) -> None:
     """Point every host at the first one, the convention torchrun and SageMaker share.
 
     Values already present win (torchrun sets them itself under ``torch_distributed``);
@@ -347,7 +347,9 @@ def write_failure(job_root: Path, error: BaseException) -> Path:
 
 
 def run_job(
-    argv: Sequence[str] = (), environ: dict[str, str] | None = None, root: Path | None = None
+    argv: Sequence[str] = (),
+    environ: MutableMapping[str, str] | None = None,
+    root: Path | None = None,
 ) -> dict[str, Any]:
     """Train as the SageMaker job describes; rank zero publishes; returns train's result."""
     from spellfix.train import train

@@ -257,11 +257,14 @@ def test_a_tiny_job_leaves_model_report_and_checkpoints_where_sagemaker_expects(
     tmp_path: Path,
 ) -> None:
     root = make_job_root(tmp_path, {"data.corpus.columns": ["title"], "trainer.max_steps": 12})
-    done = run_entrypoint(job_env(root), *FAST, "--trainer.val_check_interval", "6")
+    done = run_entrypoint(
+        job_env(root), *FAST, "--trainer.val_check_interval", "6", "--export", "onnx"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     model = AutoModelForSeq2SeqLM.from_pretrained(root / "model")
     assert model.config.d_model == 32
+    assert (root / "model" / "export" / "encoder.onnx").is_file(), "export=onnx lands beside it"
     output = root / "output" / "data"
     report = (output / "report.md").read_text()
     for plot in re.findall(r"\]\((plots/[^)]+\.png)\)", report):

@@ -121,6 +121,10 @@ def pin_to_one_core() -> str:
     return f"pinned to CPU {sorted(os.sched_getaffinity(0))[0]}"
 
 
+def micros(phrases_per_second: float) -> float:
+    return 1e6 / phrases_per_second
+
+
 def timed(runner: Runner, phrases: list[str]) -> tuple[float, list[str]]:
     gc.collect()  # each runner starts from an empty heap of garbage, and pays for its own
     start = time.perf_counter()
@@ -186,12 +190,15 @@ work per phrase; the speed-up grows with phrase length.
 
 **Against the 10x target** (issue 2: at least 10x KeyboardAug): NoiseModel runs at
 {speed[ours] / keyboard:.1f}x on a repeat pass and {speed[first] / keyboard:.1f}x on a first pass.
-Doing only what NoiseModel's interface requires per phrase (draw the clean share, the three
-query habits, the typo count and one operation, and return a `Corruption` with its ops list),
-with no typo computed at all, runs at {speed["least"]:,.0f} phrases/s:
-{speed["least"] / keyboard:.1f}x KeyboardAug on this machine. Every typo (choose a position
-by rejection sampling, apply, retry an operation that does not fit) costs on top of that, in
-Python, while KeyboardAug does little per phrase here (it skips words under four letters).
+10x would leave {micros(keyboard) / 10:.1f} us per phrase; NoiseModel spends
+{micros(speed[ours]):.1f} us.
+Doing only what NoiseModel's interface requires per phrase, with no typo computed at all
+(draw the clean share, the three query habits, the typo count and one operation; return a
+`Corruption` with its ops list), already takes {micros(speed["least"]):.1f} us
+({speed["least"] / keyboard:.1f}x KeyboardAug). The rest is the typos: one to three per noisy
+phrase, each an operation drawn, a position found by rejection sampling (retried, like the
+operation, where it does not fit) and the string rebuilt, all in Python, while KeyboardAug
+does little per phrase here (it skips words under four letters).
 
 | clean | {" | ".join(order)} |
 |---|{"---|" * len(order)}

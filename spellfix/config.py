@@ -8,6 +8,7 @@ against the value it replaces: a number stays a number, a bool stays a bool.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -19,6 +20,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from data_synth.corpus import CorpusError
+
+
+def _wandb_offline() -> bool:
+    """W&B stays offline unless the environment explicitly asks for ``WANDB_MODE=online``."""
+    return os.environ.get("WANDB_MODE", "offline") != "online"
+
+
+if not OmegaConf.has_resolver("spellfix.wandb_offline"):
+    OmegaConf.register_new_resolver("spellfix.wandb_offline", _wandb_offline)
 
 
 class UserConfigError(ValueError):

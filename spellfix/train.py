@@ -35,9 +35,11 @@ from data_synth.build import load_dataset_dir
 from data_synth.paths import CONF_DIR
 from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.batch_size import ThroughputTuner, load_search
+from spellfix.callbacks.samples import log_model_artifact
 from spellfix.config import UserConfigError, checked_main
 from spellfix.data import SpellDataModule, resolve_dataset_dir
 from spellfix.model import SpellCorrector
+from spellfix.report import write_report
 from spellfix.tokenizer import load_tokenizer, train_tokenizer
 
 console = Console()
@@ -77,10 +79,19 @@ def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path, runs_dir: Pa
     return str(candidates[-1])
 
 
-def prepare_tokenizer(cfg: DictConfig, dataset_dir: Path, run_dir: Path, resume: str | None):
-    """The run's tokenizer directory: resumed, pretrained, or trained on the training split."""
+def prepare_tokenizer(
+    cfg: DictConfig, dataset_dir: Path, run_dir: Path, checkpoint_dir: Path, resume: str | None
+) -> Path:
+    """The run's tokenizer directory: resumed, pretrained, or trained on the training split.
+
+    A copy lives beside the checkpoints, so a job resumed on a fresh machine (a spot
+    instance that only kept ``paths.checkpoint_dir``) finds the tokenizer it trained with.
+    """
     tokenizer_dir = run_dir / "tokenizer"
     if resume:
+        beside = Path(resume).parent / "tokenizer"
+        if (beside / "tokenizer.json").is_file():
+            return beside
         state = torch.load(resume, map_location="cpu", weights_only=True)
         return Path(state["hyper_parameters"]["tokenizer_dir"])
     if (tokenizer_dir / "tokenizer.json").is_file():
@@ -95,6 +106,7 @@ def prepare_tokenizer(cfg: DictConfig, dataset_dir: Path, run_dir: Path, resume:
         texts = list(train_split["clean"]) + list(train_split["noisy"])
         tokenizer = train_tokenizer(texts, tok_cfg.vocab_size, tok_cfg.min_frequency)
     tokenizer.save_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(checkpoint_dir / "tokenizer")
     return tokenizer_dir
 
 
@@ -208,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resume = resolve_checkpoint(cfg.ckpt_path, checkpoint_dir, run_dir.parent)
 
     dataset_dir = resolve_dataset_dir(cfg.data, cfg.noise)
-    tokenizer_dir = prepare_tokenizer(cfg, dataset_dir, run_dir, resume)
+    tokenizer_dir = prepare_tokenizer(cfg, dataset_dir, run_dir, checkpoint_dir, resume)
     tokenizer = load_tokenizer(tokenizer_dir)
     datamodule = SpellDataModule(
         cfg.data, cfg.noise, tokenizer, seed=cfg.seed, accelerator=cfg.trainer.accelerator
@@ -232,6 +244,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=str(run_dir)
     )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -250,6 +265,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         corrected = correct_queries(module, queries)
         result["samples"] = list(zip(queries, corrected, strict=True))
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        log_model_artifact(trainer.loggers, model_dir, name=f"{cfg.paths.run_name}-model")
+        result["report"] = str(write_report(run_dir))
         _link(run_dir / "dataset", Path(datamodule.dataset_dir).resolve())
         _link(run_dir.parent.parent / "latest", run_dir)
         print_summary(run_dir, result["samples"], metrics, time.time() - started)

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import (
 from omegaconf import DictConfig
 
 from spellfix.callbacks.gpu_monitor import UtilizationMonitor, diagnose
+from spellfix.callbacks.samples import SampleTableLogger
 from spellfix.callbacks.throughput import ThroughputMonitor, TokenCounts, count_tokens
 
 __all__ = [
@@ -94,4 +95,7 @@ def build_callbacks(
                 cpu_peak_matmul_size=throughput.cpu_peak_matmul_size,
             )
         )
+    if cfg.samples.enabled:
+        callbacks.append(SampleTableLogger(run_dir, max_rows=cfg.samples.max_rows))
+
     return callbacks

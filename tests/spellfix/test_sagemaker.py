@@ -45,26 +45,7 @@ def _load_launch():
 
 
 launch = _load_launch()
-# The FAST model and data of test_train, as command-line overrides (key=value form).
-FAST = [
-    "data.build.variants_per_query=1",
-    "model.config.d_model=32",
-    "model.config.encoder_layers=1",
-    "model.config.decoder_layers=1",
-    "model.config.encoder_attention_heads=2",
-    "model.config.decoder_attention_heads=2",
-    "model.config.encoder_ffn_dim=64",
-    "model.config.decoder_ffn_dim=64",
-    "model.tokenizer.vocab_size=320",
-    "model.val_generation_samples=8",
-    "model.optim.warmup_steps=2",
-    "data.max_tokens=1024",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.log_every_n_steps=2",
-    "trainer.enable_model_summary=false",
-    "callbacks.utilization.interval_s=0.2",
-]
+FAST = ["experiment=smoke"]  # a run takes seconds (conf/experiment/smoke.yaml)
 WORDS = [
     "love",
     "night",

@@ -18,29 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from data_synth.paths import CONF_DIR
 from spellfix.train import train
 
-# A model and data small enough that a run takes seconds on one core.
-FAST = [
-    "data.corpus.max_queries=400",
-    "data.build.variants_per_query=1",
-    "model.config.d_model=32",
-    "model.config.encoder_layers=1",
-    "model.config.decoder_layers=1",
-    "model.config.encoder_attention_heads=2",
-    "model.config.decoder_attention_heads=2",
-    "model.config.encoder_ffn_dim=64",
-    "model.config.decoder_ffn_dim=64",
-    "model.tokenizer.vocab_size=320",
-    "model.val_generation_samples=8",
-    "model.optim.warmup_steps=2",
-    "data.max_tokens=1024",
-    "trainer.max_steps=12",
-    "trainer.val_check_interval=6",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.log_every_n_steps=2",
-    "trainer.enable_model_summary=false",
-    "callbacks.utilization.interval_s=0.2",
-]
+FAST = ["experiment=smoke"]  # a run takes seconds (conf/experiment/smoke.yaml)
 
 CLI = [sys.executable, "-m", "spellfix.train"]
 

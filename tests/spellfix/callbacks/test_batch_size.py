@@ -18,17 +18,7 @@ from spellfix.callbacks.batch_size import Probe, ThroughputTuner
 from spellfix.train import train
 
 FAST = [
-    "data.corpus.max_queries=400",
-    "data.build.variants_per_query=1",
-    "model.config.d_model=32",
-    "model.config.encoder_layers=1",
-    "model.config.decoder_layers=1",
-    "model.config.encoder_attention_heads=2",
-    "model.config.decoder_attention_heads=2",
-    "model.config.encoder_ffn_dim=64",
-    "model.config.decoder_ffn_dim=64",
-    "model.tokenizer.vocab_size=320",
-    "model.val_generation_samples=8",
+    "experiment=smoke",  # a run takes seconds (conf/experiment/smoke.yaml)
     "trainer.max_steps=4",
     "trainer.val_check_interval=4",
     "trainer.limit_val_batches=1",
@@ -79,8 +69,9 @@ def test_search_respects_the_memory_budget_and_the_chosen_worst_case_runs(tmp_pa
     assert saved.data.max_tokens == search["chosen"] and saved.tuner.batch_size is None
 
     # The worst-case batch at the chosen budget runs: the longest rows, as many as fit.
-    from spellfix.data import PairCollator, padded_length
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from spellfix.data import PairCollator, padded_length
 
     model = AutoModelForSeq2SeqLM.from_pretrained(run_dir / "model")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")

@@ -14,60 +14,28 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import WandbLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import spellfix.train
 from data_synth.paths import CONF_DIR
-from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.samples import (
     SAMPLE_COLUMNS,
     MetricLineLogger,
-    SampleTableLogger,
     format_metric_line,
     log_model_artifact,
     metric_regex,
     read_samples,
 )
+from spellfix.train import train
 
-# A model and data small enough that a run takes seconds on one core (as in test_train).
-FAST = [
-    "data.corpus.max_queries=400",
-    "data.build.variants_per_query=1",
-    "model.config.d_model=32",
-    "model.config.encoder_layers=1",
-    "model.config.decoder_layers=1",
-    "model.config.encoder_attention_heads=2",
-    "model.config.decoder_attention_heads=2",
-    "model.config.encoder_ffn_dim=64",
-    "model.config.decoder_ffn_dim=64",
-    "model.tokenizer.vocab_size=320",
-    "model.val_generation_samples=8",
-    "model.optim.warmup_steps=2",
-    "data.max_tokens=1024",
-    "trainer.max_steps=12",
-    "trainer.val_check_interval=6",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.log_every_n_steps=2",
-    "trainer.enable_model_summary=false",
-    "callbacks.utilization.interval_s=0.2",
-    "run_test=false",
-]
+FAST = ["experiment=smoke", "run_test=false"]  # seconds (conf/experiment/smoke.yaml)
 
 
-def train_with_samples(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str
-) -> dict[str, Any]:
-    """``train(cfg)`` with the sample table added to the configured callbacks."""
-
-    def with_samples(cfg, run_dir, checkpoint_dir=None):
-        return [*build_callbacks(cfg, run_dir, checkpoint_dir), SampleTableLogger(run_dir)]
-
-    monkeypatch.setattr(spellfix.train, "build_callbacks", with_samples)
+def train_with_samples(tmp_path: Path, *overrides: str) -> dict[str, Any]:
+    """``train(cfg)`` with the default callbacks, the sample table among them."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
             overrides=[*FAST, f"paths.output_dir={tmp_path}", "paths.run_name=run", *overrides],
         )
-    return spellfix.train.train(cfg)
+    return train(cfg)
 
 
 # ---- W&B offline run files -------------------------------------------------------------
@@ -141,7 +109,7 @@ def test_offline_wandb_run_records_metrics_and_the_sample_table(
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = train_with_samples(tmp_path, monkeypatch, "logger=wandb")
+    result = train_with_samples(tmp_path, "logger=wandb")
     wandb.finish()
 
     run_dir = Path(result["run_dir"])
@@ -162,10 +130,8 @@ def test_offline_wandb_run_records_metrics_and_the_sample_table(
 
 
 @pytest.mark.slow
-def test_samples_reach_tensorboard_and_the_jsonl_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    result = train_with_samples(tmp_path, monkeypatch, "logger=tensorboard")
+def test_samples_reach_tensorboard_and_the_jsonl_file(tmp_path: Path) -> None:
+    result = train_with_samples(tmp_path, "logger=tensorboard")
     run_dir = Path(result["run_dir"])
 
     samples = read_samples(run_dir)

@@ -136,6 +136,10 @@ def export(cfg: DictConfig) -> dict:
     output = Path(cfg.output_dir)
     if output.exists() and not cfg.overwrite:
         raise ExportConfigError(f"output_dir={output} exists; choose another or set overwrite=true")
+    if "triton" in cfg.formats:  # fail before the slow ONNX export, not after it
+        from spellfix.export.triton import RepositorySettings
+
+        RepositorySettings.from_config(cfg.triton).check()
     # The ONNX graphs are what every other format is built from.
     formats = [name for name in FORMATS if name == "onnx" or name in cfg.formats]
 

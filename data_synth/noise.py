@@ -25,13 +25,11 @@ import csv
 import random
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, chain, product
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from data_synth.keyboards import LAYOUTS, get_keyboard
 from data_synth.paths import CONF_DIR
@@ -74,7 +72,6 @@ _DROPPED_MARKS = frozenset("'’‘`.")  # vanish when typed (`dont`); other mar
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
 _DOUBLE_LETTER = re.compile(r"([^\W\d_])\1", re.IGNORECASE)
 _ASCII_WORD = re.compile(r"[A-Za-z]+")  # in an ASCII text, exactly the runs of str.isalpha()
-_PLAN_CACHE_SIZE = 100_000  # texts whose typo plans are kept (about 1 KB each)
 _WORD_CACHE_SIZE = 50_000  # words whose phonetic confusions are kept (about 750 bytes each)
 
 
@@ -100,21 +97,6 @@ class Confusion:
     weight: float
     at_word_start: bool
     at_word_end: bool
-
-
-class _TypoPlan(NamedTuple):
-    """A text's possible first typos (see ``NoiseModel._typo_plan``)."""
-
-    success: float  # chance that any typo lands within the operation tries
-    cumulative: tuple[float, ...]  # running sums of each operation's share of ``success``
-    # per operation: (name, positions, protected count), or for phonetic
-    # (name, spans, replacements, cumulative weights)
-    choices: tuple[tuple, ...]
-    punctuated: bool  # drop_punctuation could change it
-    cap: int  # the most typos a query of its length may get
-
-
-_NO_PLAN = object()  # cached for texts that take the general path (not ASCII)
 
 
 class WordConfusions(NamedTuple):
@@ -238,7 +220,6 @@ class NoiseModel:
         self.seed = seed
         self._rng = random.Random(seed)
         self._random = self._rng.random
-        self._batch_rng = np.random.default_rng(seed)
         self._neighbors = get_keyboard(config["layout"]).neighbors
         self._clean_share = _check_fraction(config, "clean_share")
         self._first_letter_factor = _check_fraction(config, "first_letter_factor")
@@ -254,18 +235,13 @@ class NoiseModel:
         self._confusion_re = _literal_alternation(confusions)
         self._rules_at = _rules_by_place(confusions, self._first_letter_factor)
         self._word_cache: dict[str, WordConfusions] = {}
-        self._plans: dict[str, _TypoPlan | object] = {}
         self._ops: dict[str, Callable[[str], str | None]] = {
             name: getattr(self, f"_{name}") for name in TYPO_OPS + QUERY_OPS
         }
         # What ``corrupt`` walks per query, looked up once here rather than on every call.
         self._typo_ops = [(name, self._ops[name]) for name in typo_names]
-        self._typo_shares = [typo_rates[name] / self._typo_total for name in typo_names]
-        # case_change takes its direction from a draw made with the others (None marks it).
         self._query_ops = [
-            (name, rate, None if name == "case_change" else self._ops[name])
-            for name, rate in query_rates.items()
-            if rate > 0
+            (name, rate, self._ops[name]) for name, rate in query_rates.items() if rate > 0
         ]
 
     @classmethod
@@ -291,239 +267,36 @@ class NoiseModel:
         rng = self._random
         if not text or rng() < self._clean_share:
             return Corruption(text, text, [])
-        habit_draws = [rng() for _ in self._query_ops]
-        case_draw, count_draw, typo_draw = rng(), rng(), rng()
-        count = bisect.bisect(self._count_cumulative, count_draw * self._count_total) + 1
-        return self._corrupt_noisy(text, habit_draws, case_draw, count, typo_draw)
-
-    def corrupt_batch(self, texts: Iterable[str]) -> list[Corruption]:
-        """``corrupt`` over many queries, in order, with the same distribution of outputs.
-
-        The batch draws its random numbers with numpy, all at once (its own stream, seeded
-        like the model), settles clean queries and typo counts for the whole batch in one
-        vectorised step, and runs Python per query only for the noisy ones; a query whose
-        first typo can be read off its cached plan (see ``_typo_plan``), with no query habit
-        to apply, never leaves the loop below.
-        """
-        texts = texts if isinstance(texts, list) else list(texts)
-        # Columns: clean share, case direction, typo count, first typo, one per query habit.
-        draws = self._batch_rng.random((len(texts), 4 + len(self._query_ops)))
-        noisy_rows = (draws[:, 0] >= self._clean_share).tolist()
-        counts = np.searchsorted(self._count_cumulative, draws[:, 2] * self._count_total, "right")
-        habit_columns = draws[:, 4:]
-        # Whether a habit that can change an ASCII query fires: the fast path stops for it.
-        punctuation_fires = case_fires = np.zeros(len(texts), dtype=bool)
-        for column, (name, rate, _) in enumerate(self._query_ops):
-            if name == "drop_punctuation":
-                punctuation_fires = habit_columns[:, column] < rate
-            elif name == "case_change":
-                case_fires = habit_columns[:, column] < rate
-        punctuation_fires, case_fires = punctuation_fires.tolist(), case_fires.tolist()
-        typo_draws, case_draws = draws[:, 3].tolist(), draws[:, 1].tolist()
-        counts, habit_draws = (counts + 1).tolist(), habit_columns.tolist()
-
-        plans, plan_for, planned_typo = self._plans, self._typo_plan, self._planned_typo
-        corrupt_noisy, more_typos = self._corrupt_noisy, self._more_typos
-        results = []
-        append = results.append
-        for row, text in enumerate(texts):
-            if not noisy_rows[row] or not text:
-                append(Corruption(text, text, []))
-                continue
-            plan = plans.get(text) or plan_for(text)
-            if plan is _NO_PLAN or case_fires[row] or (punctuation_fires[row] and plan.punctuated):
-                draws_of = habit_draws[row], case_draws[row], counts[row], typo_draws[row]
-                append(corrupt_noisy(text, *draws_of))
-                continue
-            typo = planned_typo(text, plan, typo_draws[row])
-            more = min(counts[row], plan.cap) - 1
-            if not more:  # one typo: the common case, finished here
-                append(
-                    Corruption(text, text, [])
-                    if typo is None
-                    else Corruption(typo[0], text, [typo[1]])
-                )
-                continue
-            noisy, ops = (text, []) if typo is None else (typo[0], [typo[1]])
-            noisy = more_typos(noisy, ops, more)
-            append(Corruption(noisy, text, ops if noisy != text else []))
-        return results
-
-    def _corrupt_noisy(
-        self,
-        text: str,
-        habit_draws: Sequence[float],
-        case_draw: float,
-        count: int,
-        typo_draw: float,
-    ) -> Corruption:
-        """A query drawn to be noisy: its habits, then ``count`` typos (at most the cap).
-
-        The first typo comes from the query's plan where it has one (one draw, already
-        made), the others from rejection sampling on the text as it stands by then.
-        """
         noisy, ops = text, []
-        for (name, rate, apply), draw in zip(self._query_ops, habit_draws, strict=False):
-            if draw < rate:
-                changed = self._change_case(noisy, case_draw) if apply is None else apply(noisy)
+        for name, rate, apply in self._query_ops:
+            if rng() < rate:
+                changed = apply(noisy)
                 if changed is not None and changed.strip():
                     noisy = changed
                     ops.append(name)
-        todo = min(count, max(1, int(len(text) * self._max_errors_per_char)))
-        plan = self._plans.get(noisy) or self._typo_plan(noisy)
-        if plan is not _NO_PLAN and todo:
-            typo = self._planned_typo(noisy, plan, typo_draw)
-            todo -= 1
-            if typo is not None:  # else every try failed, as rejection sampling may
-                noisy = typo[0]
-                ops.append(typo[1])
-        noisy = self._more_typos(noisy, ops, todo)
-        if noisy == text:  # later typos undid earlier ones: report the query as clean
-            ops = []
-        return Corruption(noisy, text, ops)
-
-    def _more_typos(self, noisy: str, ops: list[str], count: int) -> str:
-        """``count`` typos more, each by rejection sampling with up to ``_OP_TRIES`` ops."""
-        rng, typo_cumulative, typo_total = self._random, self._typo_cumulative, self._typo_total
-        for _ in range(count):
+        drawn = bisect.bisect(self._count_cumulative, rng() * self._count_total) + 1
+        cap = max(1, int(len(text) * self._max_errors_per_char))
+        typo_cumulative, typo_total, typo_ops = (
+            self._typo_cumulative,
+            self._typo_total,
+            self._typo_ops,
+        )
+        for _ in range(min(drawn, cap)):
             for _attempt in range(_OP_TRIES):
-                name, apply = self._typo_ops[bisect.bisect(typo_cumulative, rng() * typo_total)]
+                name, apply = typo_ops[bisect.bisect(typo_cumulative, rng() * typo_total)]
                 changed = apply(noisy)
                 if changed is not None and changed != noisy and changed.strip():
                     noisy = changed
                     ops.append(name)
                     break
-        return noisy
+        if noisy == text:  # later typos undid earlier ones: report the query as clean
+            ops = []
+        return Corruption(noisy, text, ops)
 
-    # -- the first typo, read off a plan of the query ------------------------------------------
-
-    def _typo_plan(self, text: str) -> _TypoPlan | object:
-        """Where each typo operation can land in ``text``, and how likely each outcome is.
-
-        Gives the first typo exactly the distribution that rejection sampling gives it
-        (``_more_typos``): up to ``_OP_TRIES`` operations drawn by rate, each landing on one
-        of ``_POSITION_TRIES`` random indices that it accepts, a word's first letter kept with
-        probability ``first_letter_factor``. An operation whose accepted positions weigh
-        ``W`` in a text of length ``L`` therefore lands with probability
-        ``1 - (1 - W / L) ** _POSITION_TRIES`` per try, on a position in proportion to its
-        weight; the plan holds those numbers, so one draw picks the outcome. Plans are
-        cached per text (the corpus is re-noised every epoch); only ASCII text gets one,
-        the rest takes the general path.
-        """
-        if len(self._plans) >= _PLAN_CACHE_SIZE:
-            self._plans.clear()
-        if not text.isascii():
-            self._plans[text] = _NO_PLAN
-            return _NO_PLAN
-        length, lower = len(text), text.lower()
-        letter = [char.isalpha() for char in text]
-        word_start = [index == 0 or not letter[index - 1] for index in range(length)]
-        neighbors = self._neighbors
-        one_character = len(text.strip()) == 1  # deleting it would leave nothing
-        positions = {
-            "keyboard_substitute": [i for i in range(length) if neighbors.get(lower[i])],
-            "delete": [] if one_character else [i for i in range(length) if letter[i]],
-            "transpose": [
-                i
-                for i in range(length - 1)
-                if letter[i] and letter[i + 1] and lower[i] != lower[i + 1]
-            ],
-            "double": [i for i in range(length) if _is_single_letter(text, i)],
-            "split_word": [i for i in range(1, length) if letter[i] and letter[i - 1]],
-        }
-        positions["keyboard_insert"] = positions["keyboard_substitute"]
-        factor = self._first_letter_factor
-        choices, weights = [], []
-        for (name, _), share in zip(self._typo_ops, self._typo_shares, strict=True):
-            if name in positions:  # rejection-sampled positions, word starts down-weighted
-                protected = [i for i in positions[name] if word_start[i]]
-                if factor == 0:
-                    protected = []
-                places = protected + [i for i in positions[name] if not word_start[i]]
-                weight = len(protected) * factor + len(places) - len(protected)
-                lands = 1 - (1 - weight / length) ** _POSITION_TRIES
-                choice: tuple = (name, tuple(places), len(protected))
-            elif name in ("undouble", "merge_words"):  # uniform over doubles / inner spaces
-                if name == "undouble":
-                    places = [match.start() for match in _DOUBLE_LETTER.finditer(text)]
-                    lands = 1.0 if places else 0.0
-                else:
-                    spaces = [i for i, char in enumerate(text) if char == " "]
-                    places = [i for i in spaces if 0 < i < length - 1]
-                    lands = len(places) / len(spaces) if spaces else 0.0
-                choice = (name, tuple(places), 0)
-            else:  # phonetic: the confusions of every word, by their weights
-                spans, replacements, cumulative = [], [], []
-                for offset, confusions in self._words_with_confusions(text):
-                    spans += [(offset + start, offset + end) for start, end in confusions.spans]
-                    replacements += confusions.replacements
-                    cumulative += confusions.weights
-                cumulative = list(accumulate(cumulative))
-                lands = 1.0 if cumulative and cumulative[-1] > 0 else 0.0
-                choice = (name, tuple(spans), tuple(replacements), tuple(cumulative))
-            if lands > 0:
-                choices.append(choice)
-                weights.append(share * lands)
-        per_try = sum(weights)
-        plan = _TypoPlan(
-            success=1 - (1 - per_try) ** _OP_TRIES if per_try < 1 else 1.0,
-            cumulative=tuple(accumulate(weights)),
-            choices=tuple(choices),
-            punctuated=_PUNCTUATION.search(text) is not None,
-            cap=max(1, int(length * self._max_errors_per_char)),
-        )
-        self._plans[text] = plan
-        return plan
-
-    def _planned_typo(self, text: str, plan: _TypoPlan, draw: float) -> tuple[str, str] | None:
-        """The first typo of ``text`` for a uniform ``draw``: (noisy text, operation) or None.
-
-        One draw makes every choice: where it falls below ``plan.success`` picks the
-        operation, and what is left of it, rescaled to [0, 1), picks the position and then
-        the key; 53 bits leave plenty for all three.
-        """
-        if draw >= plan.success or not plan.cumulative:
-            return None
-        cumulative = plan.cumulative
-        scaled = draw / plan.success * cumulative[-1]
-        pick = bisect.bisect(cumulative, scaled, 0, len(cumulative) - 1)
-        below = cumulative[pick - 1] if pick else 0.0
-        rest = min((scaled - below) / (cumulative[pick] - below), 0.9999999999)
-        choice = plan.choices[pick]
-        name = choice[0]
-        if name == "phonetic":
-            _, spans, replacements, weights = choice
-            found = bisect.bisect(weights, rest * weights[-1], 0, len(weights) - 1)
-            start, end = spans[found]
-            noisy = _replace_keeping_case(text, start, end, replacements[found])
-            return (noisy, name) if noisy != text and noisy.strip() else None
-        _, places, protected = choice
-        # Protected places (word starts) each weigh first_letter_factor, the others 1.
-        factor = self._first_letter_factor
-        spot = rest * (protected * factor + len(places) - protected)
-        spot = spot / factor if spot < protected * factor else spot - protected * factor + protected
-        slot = min(int(spot), len(places) - 1)
-        rest, index = spot - slot, places[slot]
-        if name == "delete" or name == "undouble" or name == "merge_words":
-            return text[:index] + text[index + 1 :], name
-        if name == "transpose":
-            return text[:index] + text[index + 1] + text[index] + text[index + 2 :], name
-        if name == "double":
-            return text[:index] + text[index] + text[index:], name
-        if name == "split_word":
-            return text[:index] + " " + text[index:], name
-        char = text[index]
-        if name == "keyboard_insert":  # the stray key lands after the intended one or before
-            after = rest < 0.5
-            rest = rest * 2 if after else rest * 2 - 1
-        keys = self._neighbors[char.lower()]
-        key = keys[min(int(rest * len(keys)), len(keys) - 1)]
-        key = key.upper() if char.isupper() else key
-        if name == "keyboard_substitute":
-            return text[:index] + key + text[index + 1 :], name
-        if after:
-            return text[: index + 1] + key + text[index + 1 :], name
-        return text[:index] + key + text[index:], name
+    def corrupt_batch(self, texts: Iterable[str]) -> list[Corruption]:
+        """``corrupt`` over many queries, in order (one shared random stream)."""
+        corrupt = self.corrupt
+        return [corrupt(text) for text in texts]
 
     def apply_op(self, name: str, text: str) -> str | None:
         """Apply one named operation once; None where it cannot apply (nothing to change).
@@ -624,8 +397,13 @@ class NoiseModel:
             offset, confusions = words[word]
             pick -= ends[word] - len(confusions.spans)
         start, end = confusions.spans[pick]
+        start, end = start + offset, end + offset
         replacement = confusions.replacements[pick]
-        return _replace_keeping_case(text, start + offset, end + offset, replacement)
+        found = text[start:end]
+        if found[0].isupper():
+            all_capitals = len(found) > 1 and found.isupper()
+            replacement = replacement.upper() if all_capitals else replacement.capitalize()
+        return text[:start] + replacement + text[end:]
 
     def _words_with_confusions(self, text: str) -> list[tuple[int, WordConfusions]]:
         """Each word of ``text`` (a run of letters) as its start and its confusions.
@@ -703,22 +481,10 @@ class NoiseModel:
         return bare if bare != text else None
 
     def _case_change(self, text: str) -> str | None:
-        return self._change_case(text, self._random())
-
-    def _change_case(self, text: str, draw: float) -> str | None:
         # Lower-casing is the habit; all capitals is rare. A query already in the drawn
         # case is left alone rather than pushed into the rare one.
-        changed = text.lower() if draw < _LOWERCASE_SHARE else text.upper()
+        changed = text.lower() if self._random() < _LOWERCASE_SHARE else text.upper()
         return changed if changed != text else None
-
-
-def _replace_keeping_case(text: str, start: int, end: int, replacement: str) -> str:
-    """``text`` with ``replacement`` for ``text[start:end]``, capitalised as what it replaces."""
-    found = text[start:end]
-    if found[0].isupper():
-        all_capitals = len(found) > 1 and found.isupper()
-        replacement = replacement.upper() if all_capitals else replacement.capitalize()
-    return text[:start] + replacement + text[end:]
 
 
 def _rules_by_place(

@@ -92,3 +92,16 @@ def checked_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Ca
         return run
 
     return decorate
+
+
+def rename_model_argument(new_key: str) -> None:
+    """Let ``model=<path>`` mean ``<new_key>=<path>`` on this command line.
+
+    ``model`` is the training config group in ``conf/``, so Hydra would read
+    ``model=<dir>`` as a group choice and fail; tools that take a model path accept the
+    natural spelling and pass it on under their own key.
+    """
+    sys.argv = [
+        f"{new_key}=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
+        for arg in sys.argv
+    ]

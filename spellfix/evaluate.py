@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_synth.paths import CONF_DIR
 from spellfix.baselines import load_system
-from spellfix.config import UserConfigError, checked_main
+from spellfix.config import UserConfigError, checked_main, rename_model_argument
 from spellfix.metrics import compute_metrics, normalize
 
 RESULTS_JSON = "eval_results.json"
@@ -319,15 +318,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """``spellfix-eval``: bad input ends in one line on stderr and exit status 2.
-
-    ``model`` is also the training config group in ``conf/``, so Hydra would read
-    ``model=<dir>`` as a group choice and fail; it is passed on as ``system=<dir>``.
-    """
-    sys.argv = [
-        "system=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
-        for arg in sys.argv
-    ]
+    """``spellfix-eval``: bad input ends in one line on stderr and exit status 2."""
+    rename_model_argument("system")
     _hydra_entry()
 
 

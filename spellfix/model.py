@@ -132,8 +132,10 @@ class SpellCorrector(pl.LightningModule):
         self.optim = dict(optim or {})
         self.generation = dict(generation or {})
         self.val_generation_samples = val_generation_samples
-        # The encoder-decoder stack without the LM head; compiled when asked.
-        self._backbone = torch.compile(self.model.model) if compile else self.model.model
+        # The encoder-decoder stack without the LM head, compiled when asked. Kept in a
+        # plain dict so the compiled wrapper is not registered as a second copy of the
+        # weights in the state dict and the checkpoints.
+        self._compiled = {"backbone": torch.compile(self.model.model)} if compile else {}
         self._predictions: dict[str, list[tuple[str, str, str]]] = {}
 
     # -- training ---------------------------------------------------------------------
@@ -148,7 +150,8 @@ class SpellCorrector(pl.LightningModule):
         decoder_input_ids = shift_tokens_right(
             labels, self.model.config.pad_token_id, self.model.config.decoder_start_token_id
         )
-        hidden = self._backbone(
+        backbone = self._compiled.get("backbone", self.model.model)
+        hidden = backbone(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             decoder_input_ids=decoder_input_ids,

@@ -57,42 +57,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     loop pass any comparison). Tests about correction quality train their own model.
     """
     import torch
-    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 
+    from spellfix.model import build_bart
     from spellfix.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_model")
     tokenizer = train_tokenizer(SAMPLE_QUERIES * 4, vocab_size=400, min_frequency=1)
     torch.manual_seed(0)
-    config = BartConfig(
-        vocab_size=len(tokenizer),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.eos_token_id,
-        forced_bos_token_id=None,
-        forced_eos_token_id=tokenizer.eos_token_id,
-    )
-    model = BartForConditionalGeneration(config)
+    shape = {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_ffn_dim": 64}
+    shape |= {"decoder_ffn_dim": 64, "max_position_embeddings": 64}
+    shape |= {"encoder_attention_heads": 4, "decoder_attention_heads": 4}
+    model = build_bart(shape, None, tokenizer)
     _teach_to_copy(model, tokenizer, SAMPLE_QUERIES, steps=150)
     model.eval()
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_length=64,
-        num_beams=1,
-        do_sample=False,
-    )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from data_synth.paths import CONF_DIR
+from spellfix.config import rename_model_argument
 from spellfix.export.onnx import ExportValidationError, builtin_validation_queries, export_onnx
 
 
@@ -189,10 +190,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``spellfix-export``; ``model=<x>`` is passed on as ``model_path=<x>`` (see the config)."""
-    sys.argv = [
-        "model_path=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
-        for arg in sys.argv
-    ]
+    rename_model_argument("model_path")
     _hydra_entry()
 
 

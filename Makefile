@@ -28,7 +28,7 @@ setup: $(BIN)/.installed
 # The default job: synthesize typos from the built-in corpus, train bart_tiny on the CPU,
 # export it to ONNX (validated against PyTorch) and correct sample queries through
 # ONNX Runtime. Each step prints where it wrote; outputs/latest is the newest run.
-SAMPLES := "quen bohemian rapsody" "the beatels let it be" "newz podcats" "dont stop beleivin"
+SAMPLES := "teh best" "waht time is it" "new yrok city" "the beatels let it be"
 train: setup
 	$(BIN)/spellfix-train
 	$(BIN)/spellfix-export model_path=outputs/latest/model output_dir=outputs/latest/onnx \

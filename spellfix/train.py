@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from spellfix.report import write_report
 from spellfix.tokenizer import load_tokenizer, train_tokenizer
 
 console = Console()
+# The tokenizer is kept beside the checkpoints on purpose (see prepare_tokenizer).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def _is_launched_rank() -> bool:

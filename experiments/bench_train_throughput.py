@@ -9,7 +9,9 @@ synthesized pairs with 64 examples per batch on average:
 - ``hf_group_by_length``: with ``group_by_length=True`` (its length-grouped sampler);
 - ``spellfix_size``: spellfix with ``data.batching=size`` (length buckets, 64 a batch);
 - ``spellfix_tokens``: spellfix's default token-budget batching, the budget set so a
-  batch holds 64 examples on average.
+  batch holds 64 examples on average;
+- ``spellfix_tokens_compiled``: the same with ``model.compile=true`` (``torch.compile``
+  with dynamic shapes; its one-off compile time falls in the untimed warm-up steps).
 
 Each runner is a fresh subprocess (so peak memory is its own) that trains for
 ``--steps`` optimizer steps after ``--warmup`` untimed ones; the runners alternate
@@ -34,7 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
-RUNNERS = ("hf_default", "hf_group_by_length", "spellfix_size", "spellfix_tokens")
+RUNNERS = (
+    "hf_default",
+    "hf_group_by_length",
+    "spellfix_size",
+    "spellfix_tokens",
+    "spellfix_tokens_compiled",
+)
 BATCH = 64
 
 
@@ -170,7 +178,9 @@ class StepClock:
         }
 
 
-def run_spellfix(spec: dict, batching: str, steps: int, warmup: int, outdir: Path) -> dict:
+def run_spellfix(
+    spec: dict, batching: str, steps: int, warmup: int, outdir: Path, compile: bool = False
+) -> dict:
     import lightning.pytorch as pl
     import torch
     from hydra import compose, initialize_config_dir
@@ -199,6 +209,7 @@ def run_spellfix(spec: dict, batching: str, steps: int, warmup: int, outdir: Pat
         model_config=spec["model"]["config"],
         optim=spec["model"]["optim"],
         generation=spec["model"]["generation"],
+        compile=compile,
     )
     clock = StepClock(warmup)
 
@@ -251,7 +262,8 @@ def child(runner: str, spec_path: Path, steps: int, warmup: int, out: Path) -> N
         if runner.startswith("hf_"):
             result = run_hf(spec, runner == "hf_group_by_length", steps, warmup, Path(tmp))
         else:
-            result = run_spellfix(spec, runner.split("_")[1], steps, warmup, Path(tmp))
+            batching, compiled = runner.split("_")[1], runner.endswith("_compiled")
+            result = run_spellfix(spec, batching, steps, warmup, Path(tmp), compile=compiled)
     out.write_text(json.dumps(result))
 
 

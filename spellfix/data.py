@@ -16,6 +16,7 @@ Two noise modes:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -105,8 +106,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_hf(cls, dataset: Dataset) -> PairDataset:
-        columns = ("input_ids", "labels", "noisy", "clean")
-        return cls(*(list(dataset[name]) for name in columns))
+        columns = dataset.select_columns(["input_ids", "labels", "noisy", "clean"]).to_dict()
+        return cls(columns["input_ids"], columns["labels"], columns["noisy"], columns["clean"])
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -377,8 +378,23 @@ class SpellDataModule(pl.LightningDataModule):
                 lambda rows: self.encode(rows["noisy"], rows["clean"]),
                 batched=True,
                 desc=f"tokenizing {name}",
+                new_fingerprint=self._tokenized_fingerprint(split),
             )
             self.splits[name] = PairDataset.from_hf(tokenized)
+
+    def _tokenized_fingerprint(self, split: Dataset) -> str:
+        """The cache key of a tokenized split: the split, the tokenizer and the lengths.
+
+        Given explicitly because ``datasets`` would otherwise hash the mapped function by
+        pickling it together with the tokenizer, which takes seconds on every start.
+        """
+        parts = [
+            split._fingerprint,
+            self.tokenizer.backend_tokenizer.to_str(),
+            str(self.cfg.max_source_length),
+            str(self.cfg.max_target_length),
+        ]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def batch_sampler(self, split: str, shuffle: bool) -> TokenBudgetBatchSampler:
         world, rank = 1, 0

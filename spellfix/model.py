@@ -135,7 +135,9 @@ class SpellCorrector(pl.LightningModule):
         # The encoder-decoder stack without the LM head, compiled when asked. Kept in a
         # plain dict so the compiled wrapper is not registered as a second copy of the
         # weights in the state dict and the checkpoints.
-        self._compiled = {"backbone": torch.compile(self.model.model)} if compile else {}
+        # Query lengths vary every batch, so the graph is compiled for dynamic shapes.
+        compiled = torch.compile(self.model.model, dynamic=True) if compile else None
+        self._compiled = {"backbone": compiled} if compiled else {}
         self._predictions: dict[str, list[tuple[str, str, str]]] = {}
 
     # -- training ---------------------------------------------------------------------

@@ -116,3 +116,32 @@ def test_ddp_ranks_agree_on_one_value(tmp_path: Path) -> None:
     assert search["chosen"] == min(search["per_rank_choice"])
     saved = OmegaConf.load(tmp_path / "runs" / "ddp" / "config.yaml")
     assert saved.data.max_tokens == search["chosen"]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_tuner_on_cuda_measures_device_memory_and_trains_mixed_precision(
+    tmp_path: Path, precision: str
+) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *FAST,
+                "trainer=gpu",
+                f"trainer.precision={precision}",
+                f"paths.output_dir={tmp_path}",
+                "paths.run_name=cuda",
+                "tuner.max_size=65536",
+            ],
+        )
+    result = train(cfg)
+    search = json.loads((Path(result["run_dir"]) / "batch_size_search.json").read_text())
+    fitting = [p for p in search["probes"] if p["fits"]]
+    assert fitting and all(p["peak_memory_bytes"] > 0 for p in fitting)
+    assert search["chosen"] <= max(p["size"] for p in fitting)
+    throughput = json.loads((Path(result["run_dir"]) / "throughput.json").read_text())
+    assert throughput["precision"] == {"bf16-mixed": "bf16", "16-mixed": "fp16"}[precision]

@@ -170,6 +170,10 @@ class ThroughputTuner(Callback):
     ) -> list[Probe]:
         pad = datamodule.cfg.pad_to_multiple_of
         optimizer = trainer.optimizers[0]
+        # One small step first, so the optimizer state and the allocator's pools exist
+        # before the baseline: the budget then bounds what a larger batch adds.
+        warm_up = datamodule.collate([dataset[i] for i in range(min(8, len(dataset)))])
+        self._step(trainer, module, optimizer, warm_up)
         self._baseline_bytes = _memory_in_use(module.device)
         probes: list[Probe] = []
         best, stale = 0.0, 0
@@ -260,8 +264,8 @@ class ThroughputTuner(Callback):
             bucket_size=datamodule.cfg.bucket_size,
             seed=trainer.global_rank,
         )
-        batches = [datamodule.collate([dataset[i] for i in b]) for b in sampler.batches()]
-        batches = batches[: self.steps_per_probe + 1]
+        chosen = sampler.batches()[: self.steps_per_probe + 1]
+        batches = [datamodule.collate([dataset[i] for i in b]) for b in chosen]
         self._step(trainer, module, optimizer, batches[0])  # warm-up, not timed
         timed = batches[1:] or batches
         if module.device.type == "cuda":

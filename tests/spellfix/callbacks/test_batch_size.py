@@ -50,7 +50,11 @@ def test_search_respects_the_memory_budget_and_the_chosen_worst_case_runs(tmp_pa
                 *FAST,
                 f"paths.output_dir={tmp_path}",
                 "paths.run_name=tuned",
-                "tuner.memory_budget_gb=0.03",
+                # A model big enough that activations, not the allocator, set the peak.
+                "model.config.d_model=128",
+                "model.config.encoder_ffn_dim=512",
+                "model.config.decoder_ffn_dim=512",
+                "tuner.memory_budget_gb=0.08",
                 "tuner.patience=20",
             ],
         )
@@ -61,7 +65,7 @@ def test_search_respects_the_memory_budget_and_the_chosen_worst_case_runs(tmp_pa
     fitting = [p for p in probes if p["fits"]]
     assert fitting, search
     assert not probes[-1]["fits"] and "budget" in probes[-1]["error"], (
-        "a 30 MB budget must stop the search before the whole training set fits in one batch"
+        "an 80 MB budget must stop the search before the whole training set fits in one batch"
     )
     assert search["chosen"] <= max(p["size"] for p in fitting)
     assert (run_dir / "batch_size_search.png").stat().st_size > 1000

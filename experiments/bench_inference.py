@@ -42,28 +42,16 @@ SHAPES = ("bart_tiny", "bart_base")
 
 def build_model(shape: str, out: Path, corpus: list[str]) -> Path:
     """Random-init a BART of ``conf/model/<shape>.yaml``'s shape and save it HF-style."""
-    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+    from spellfix.model import build_bart
 
     model_cfg = OmegaConf.load(CONF_DIR / "model" / f"{shape}.yaml")
     tokenizer = train_tokenizer(corpus, vocab_size=model_cfg.tokenizer.vocab_size, min_frequency=1)
-    special = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "decoder_start_token_id": tokenizer.eos_token_id,
-    }
     torch.manual_seed(0)
     # The vocabulary is sized as configured (50265 for bart_base), not as far as the small
     # corpus got, so the output projection costs what it costs in the real model.
-    config = BartConfig(
-        vocab_size=model_cfg.tokenizer.vocab_size,
-        forced_bos_token_id=None,
-        forced_eos_token_id=tokenizer.eos_token_id,
-        **OmegaConf.to_container(model_cfg.config),
-        **special,
-    )
-    model = BartForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(**special, num_beams=1, do_sample=False)
+    shape_cfg = OmegaConf.to_container(model_cfg.config)
+    model = build_bart(shape_cfg, None, tokenizer, vocab_size=model_cfg.tokenizer.vocab_size)
+    model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

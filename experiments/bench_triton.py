@@ -56,7 +56,7 @@ ClientFactory = Callable[[], Callable[[str], str]]
 
 def build_model(out: Path, steps: int) -> Path:
     """A ``conf/model/bart_tiny.yaml``-shaped BART taught to copy queries, saved HF-style."""
-    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+    from spellfix.model import build_bart
 
     model_cfg = OmegaConf.load(CONF_DIR / "model" / "bart_tiny.yaml")
     corpus_cfg = OmegaConf.load(CONF_DIR / "corpus" / "builtin.yaml")
@@ -65,21 +65,8 @@ def build_model(out: Path, steps: int) -> Path:
     tokenizer = train_tokenizer(
         corpus + queries, vocab_size=model_cfg.tokenizer.vocab_size, min_frequency=1
     )
-    special = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "decoder_start_token_id": tokenizer.eos_token_id,
-    }
     torch.manual_seed(0)
-    config = BartConfig(
-        vocab_size=len(tokenizer),
-        forced_bos_token_id=None,
-        forced_eos_token_id=tokenizer.eos_token_id,
-        **OmegaConf.to_container(model_cfg.config),
-        **special,
-    )
-    model = BartForConditionalGeneration(config)
+    model = build_bart(OmegaConf.to_container(model_cfg.config), None, tokenizer)
     # Taught on the benchmark's own queries (the whole set each step), as the test suite's
     # tiny model is: a few hundred steps make it copy them and stop at EOS.
     batch = tokenizer(queries, padding=True, return_tensors="pt")
@@ -91,7 +78,6 @@ def build_model(out: Path, steps: int) -> Path:
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
-    model.generation_config = GenerationConfig(**special, num_beams=1, do_sample=False)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -32,11 +32,13 @@ def build_bart(
     pretrained: str | None,
     tokenizer: Any,
     attn_implementation: str = "sdpa",
+    vocab_size: int | None = None,
 ) -> BartForConditionalGeneration:
     """A BART from a hub id or directory, else from ``model_config`` sized to the tokenizer.
 
     Token ids come from the tokenizer, never from the preset, so a preset cannot
-    disagree with the vocabulary it is trained with.
+    disagree with the vocabulary it is trained with. ``vocab_size`` pads the embedding
+    beyond the tokenizer (benchmarks that want bart-base's 50265-row output layer).
     """
     if pretrained:
         return BartForConditionalGeneration.from_pretrained(
@@ -44,7 +46,7 @@ def build_bart(
         )
     config = BartConfig(
         **(model_config or {}),
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

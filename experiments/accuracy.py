@@ -55,7 +55,8 @@ def main() -> None:
     test_sets = [(f, SHARED / f) for f in REAL_FILES if (SHARED / f).is_file()]
     for name, path in models.items():
         dataset = (Path(path).parent / "dataset").resolve()
-        if dataset.is_dir():
+        # Cached datasets are named by their fingerprint: the same name is the same data.
+        if dataset.is_dir() and dataset.name not in {p.name for _, p in test_sets}:
             test_sets.append((f"synthetic test split ({name}'s data)", dataset))
 
     header = [
@@ -63,14 +64,16 @@ def main() -> None:
         "| over-correction | queries/s |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = []
+    rows, best = [], []
     raw = {}
     for label, pairs in test_sets:
         result = score(pairs, systems, args.out / label.split(" ")[0])
         raw[label] = result
+        top = max(zip(systems, result["systems"], strict=True), key=lambda s: s[1]["exact_match"])
+        best.append(f"- {label}: best is `{names[top[0]]}` ({top[1]['exact_match']:.1%})")
         for system, row in zip(systems, result["systems"], strict=True):
             rows.append(
-                f"| {label} | {row['n']} | {names[system]} | {row['exact_match']:.1%} | "
+                f"| {label} | {int(row['n'])} | {names[system]} | {row['exact_match']:.1%} | "
                 f"{row['cer']:.3f} | {_pct(row['correction_precision'])} | "
                 f"{_pct(row['correction_recall'])} | {_pct(row['overcorrection_rate'])} | "
                 f"{row['queries_per_s']:,.0f} |"
@@ -92,6 +95,9 @@ def main() -> None:
             "",
             *header,
             *rows,
+            "",
+            "Best accuracy per test set:",
+            *best,
             "",
             "Reproduce: `.venv/bin/python -m experiments.accuracy "
             + " ".join(f"{n}=<model dir>" for n in models)

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+import spellfix
 from data_synth.build import load_dataset_dir
 from data_synth.paths import CONF_DIR
 from spellfix.callbacks import build_callbacks
@@ -178,7 +179,7 @@ def save_model_dir(
     module.model.save_pretrained(tmp, safe_serialization=True)
     module.tokenizer.save_pretrained(tmp)
     meta = {
-        "spellfix_version": "0.1.0",
+        "spellfix_version": spellfix.__version__,
         "code_version": code_version(),
         "best_checkpoint": best_ckpt,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import warnings
@@ -188,8 +189,6 @@ def save_model_dir(
     }
     (tmp / "spellfix.json").write_text(json.dumps(meta, indent=2, default=str))
     if model_dir.exists():
-        import shutil
-
         shutil.rmtree(model_dir)
     tmp.rename(model_dir)
 

@@ -102,8 +102,12 @@ class TrainingJob:
 
     @property
     def work_dir(self) -> Path:
-        """Local scratch for the run directory and the dataset cache (not uploaded)."""
-        return self.root / "spellfix"
+        """Local scratch for the run directory and the dataset cache (not uploaded).
+
+        Not named ``spellfix``: a job started from the ``/opt/ml`` root would then see
+        the scratch directory as a namespace package shadowing an editable install.
+        """
+        return self.root / "work"
 
     @property
     def run_dir(self) -> Path:

@@ -21,6 +21,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -275,11 +276,15 @@ class PairCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def _pad(self, rows: Sequence[list[int]], value: int) -> torch.Tensor:
-        width = padded_length(max(len(r) for r in rows), self.pad_to_multiple_of)
-        out = torch.full((len(rows), width), value, dtype=torch.long)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return out
+        # One flat copy and one masked assignment, not a tensor per row: collation runs
+        # in the training process whenever num_workers=0 (the CPU default).
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        width = padded_length(int(lengths.max()), self.pad_to_multiple_of)
+        out = np.full((len(rows), width), value, dtype=np.int64)
+        out[np.arange(width) < lengths[:, None]] = np.fromiter(
+            chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum())
+        )
+        return torch.from_numpy(out)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         input_ids = self._pad([e["input_ids"] for e in examples], self.pad_token_id)
@@ -288,7 +293,6 @@ class PairCollator:
             "input_ids": input_ids,
             "attention_mask": (input_ids != self.pad_token_id).long(),
             "labels": labels,
-            "decoder_attention_mask": (labels != LABEL_PAD).long(),
             "noisy": [e["noisy"] for e in examples],
             "clean": [e["clean"] for e in examples],
         }

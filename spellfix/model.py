@@ -101,6 +101,10 @@ def warmup_schedule(warmup_steps: int, total_steps: int, kind: str):
     return factor
 
 
+# Devices with a fused AdamW kernel (torch >= 2.4).
+FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu"})
+
+
 class SpellCorrector(pl.LightningModule):
     """BART trained with teacher forcing; validated by loss and by greedy corrections."""
 
@@ -173,9 +177,21 @@ class SpellCorrector(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
+        """Move the tensors and leave the texts: Lightning's generic transfer walks every
+        string of the ``noisy``/``clean`` lists, a millisecond or two a step on CPU."""
+        return {
+            key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for key, value in batch.items()
+        }
+
     def configure_optimizers(self) -> dict[str, Any]:
         groups = decay_parameter_groups(self.model, float(self.optim.get("weight_decay", 0.01)))
-        fused = self.device.type == "cuda"
+        # One kernel for the whole update instead of a dozen foreach launches: on a small
+        # model the optimizer step is a tenth of the step time otherwise (CPU included).
+        fused = self.device.type in FUSED_ADAMW_DEVICES
         optimizer = torch.optim.AdamW(
             groups,
             lr=float(self.optim.get("lr", 5e-4)),

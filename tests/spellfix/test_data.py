@@ -95,7 +95,7 @@ def test_collator_pads_to_multiple_of_8_and_masks_labels() -> None:
     assert batch["labels"].shape == (2, 8)
     assert batch["attention_mask"].sum().item() == 3 + 10
     assert (batch["labels"][1, 2:] == LABEL_PAD).all()
-    assert batch["decoder_attention_mask"].sum().item() == 5 + 2
+    assert (batch["labels"] != LABEL_PAD).sum().item() == 5 + 2
     assert batch["noisy"] == ["a", "c"] and batch["clean"] == ["b", "d"]
 
 

@@ -80,6 +80,8 @@ def _export_onnx_format(cfg: DictConfig, staging: Path) -> dict:
         tolerance=cfg.validation.tolerance,
         fp16_tolerance=cfg.validation.fp16_tolerance,
         fp16_min_greedy_agreement=cfg.validation.fp16_min_greedy_agreement,
+        int8_tolerance=cfg.validation.int8_tolerance,
+        int8_min_greedy_agreement=cfg.validation.int8_min_greedy_agreement,
         validation_queries=queries,
         validation_source=source,
         max_new_tokens_ratio=cfg.generation.max_new_tokens_ratio,
@@ -137,6 +139,11 @@ def export(cfg: DictConfig) -> dict:
     output = Path(cfg.output_dir)
     if output.exists() and not cfg.overwrite:
         raise ExportConfigError(f"output_dir={output} exists; choose another or set overwrite=true")
+    if "tensorrt" in cfg.formats and cfg.onnx.precision == "int8":
+        raise ExportConfigError(
+            "formats=[tensorrt] needs onnx.precision=fp32 or fp16: TensorRT does not read "
+            "ONNX Runtime's int8 MatMulNBits nodes (export int8 separately for CPU serving)"
+        )
     if "triton" in cfg.formats:  # fail before the slow ONNX export, not after it
         from spellfix.export.triton import RepositorySettings
 

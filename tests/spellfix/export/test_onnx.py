@@ -243,3 +243,43 @@ def test_fp16_export_keeps_layernorm_and_softmax_in_fp32(tiny_model_dir, tmp_pat
         assert onnx.helper.get_attribute_value(cast.attribute[0]) == onnx.TensorProto.FLOAT
     past = next(i for i in model.graph.input if i.name == "past.0.key")
     assert past.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16  # cache halves in size
+
+
+def test_int8_export_quantizes_every_weight_matmul_and_still_agrees(
+    tiny_model_dir, onnx_export_dir, tmp_path
+):
+    from spellfix.export.onnx import export_onnx
+
+    manifest = export_onnx(
+        tiny_model_dir, tmp_path / "int8", precision="int8", validation_queries=SAMPLE_QUERIES
+    )
+    assert manifest["precision"] == "int8"
+    greedy = manifest["validation"]["greedy"]
+    assert greedy["identical"] / greedy["queries"] >= 0.95
+    vocab = load_seq2seq(tiny_model_dir).model.config.vocab_size
+    decoder = onnx.load(str(tmp_path / "int8" / "decoder.onnx"))
+    weights = {tensor.name for tensor in decoder.graph.initializer}
+    float_matmuls = [
+        n for n in decoder.graph.node if n.op_type == "MatMul" and n.input[1] in weights
+    ]
+    assert float_matmuls == []
+    quantized = [n for n in decoder.graph.node if n.op_type == "MatMulNBits"]
+    widths = {
+        onnx.helper.get_attribute_value(a) for n in quantized for a in n.attribute if a.name == "N"
+    }
+    assert vocab in widths  # the output projection over the vocabulary is int8 too
+    fp32 = OrtSeq2Seq(onnx_export_dir, intra_op_threads=1).correct(SAMPLE_QUERIES)
+    int8 = OrtSeq2Seq(tmp_path / "int8", intra_op_threads=1).correct(SAMPLE_QUERIES)
+    assert sum(a == b for a, b in zip(fp32, int8, strict=True)) >= len(SAMPLE_QUERIES) - 1
+
+
+def test_int8_cannot_feed_tensorrt(tiny_model_dir, tmp_path):
+    cfg = compose_export(
+        f"model_path={tiny_model_dir}",
+        f"output_dir={tmp_path / 'out'}",
+        "formats=[onnx,tensorrt]",
+        "onnx.precision=int8",
+    )
+    with pytest.raises(ExportConfigError, match="int8"):
+        export(cfg)
+    assert not (tmp_path / "out").exists()

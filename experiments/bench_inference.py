@@ -2,16 +2,21 @@
 
 What a user would otherwise do is call transformers ``generate`` on the trained model; the
 claim is that the exported encoder + KV-cache decoder under ONNX Runtime answers a single
-query at least 3x faster (p50 at batch 1). Both sides are full ``Corrector`` calls
+query at least 3x faster (p50 at batch 1). All runners are full ``Corrector`` calls
 (tokenize, generate, decode) with the same generation budget, timed alternately query by
-query so machine noise hits both equally. A third runner, ORT with only basic graph
-optimizations, measures what ORT's full graph optimization (its default, which we use)
-buys.
+query so machine noise hits all equally.
 
 Models: the default ``conf/model/bart_tiny.yaml`` shape and the ``bart_base`` shape
 (vocabulary 50265 like facebook/bart-base), randomly initialized from a BartConfig with a
-tokenizer trained on the fly; nothing is downloaded. Random weights rarely emit EOS, so
-every query decodes its whole budget on both sides (the same number of steps).
+tokenizer trained on the fly; nothing is downloaded. A random model tends to answer EOS at
+once, which would time one decoder step where a real corrector writes about as many tokens
+as it reads; so the random models get a large negative output bias on EOS and every query
+decodes its whole budget on every runner (the same number of steps). Runners: PyTorch
+``generate``, the ORT corrector on the fp32 export (full graph optimization, ORT's default,
+and basic only, to show what the former buys) and on the ``precision=int8`` export. What
+int8 costs in corrections cannot be read from random weights: when ``make train`` has left
+a model in ``outputs/latest``, a last table compares its fp32 and int8 exports on its test
+split.
 
     .venv/bin/python -m experiments.bench_inference            # full run, writes results
     .venv/bin/python -m experiments.bench_inference --quick    # tiny smoke run, no results file
@@ -38,6 +43,7 @@ from spellfix.export.ort_runner import OrtSeq2Seq
 from spellfix.tokenizer import train_tokenizer
 
 SHAPES = ("bart_tiny", "bart_base")
+INT8 = "ONNX Runtime int8"
 
 
 def build_model(shape: str, out: Path, corpus: list[str]) -> Path:
@@ -52,6 +58,8 @@ def build_model(shape: str, out: Path, corpus: list[str]) -> Path:
     shape_cfg = OmegaConf.to_container(model_cfg.config)
     model = build_bart(shape_cfg, None, tokenizer, vocab_size=model_cfg.tokenizer.vocab_size)
     model.eval()
+    with torch.no_grad():  # never EOS: each query decodes its whole budget (see above)
+        model.final_logits_bias[:, model.config.eos_token_id] = -1e4
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -77,11 +85,10 @@ def bench_shape(shape: str, device: str, args: argparse.Namespace, workdir: Path
     corpus = builtin_validation_queries(2000, seed=1)
     model_dir = build_model(shape, workdir / shape, corpus)
     export_dir = workdir / f"{shape}_onnx"
-    started = time.perf_counter()
     manifest = export_onnx(
         model_dir, export_dir, validation_queries=builtin_validation_queries(args.validation)
     )
-    export_seconds = time.perf_counter() - started
+    manifests = {"ONNX Runtime": manifest, "ONNX Runtime (basic graph opt)": manifest}
 
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
@@ -102,6 +109,15 @@ def bench_shape(shape: str, device: str, args: argparse.Namespace, workdir: Path
         "ONNX Runtime": ort_runner.correct,
         "ONNX Runtime (basic graph opt)": ort_basic.correct,
     }
+    if device == "cpu":  # MatMulNBits int8 kernels are ONNX Runtime's CPU ones
+        int8_dir = workdir / f"{shape}_onnx_int8"
+        manifests[INT8] = export_onnx(
+            model_dir,
+            int8_dir,
+            precision="int8",
+            validation_queries=builtin_validation_queries(args.validation),
+        )
+        runners[INT8] = OrtSeq2Seq(int8_dir, providers=providers, intra_op_threads=threads).correct
     time_alternating(runners, [[q] for q in queries[:3]])  # warm-up: allocators, kernels
     single = [[queries[i % len(queries)]] for i in range(args.single)]
     batched = [
@@ -109,9 +125,10 @@ def bench_shape(shape: str, device: str, args: argparse.Namespace, workdir: Path
     ]
     latency = time_alternating(runners, single)
     throughput = time_alternating(runners, batched)
-    same = torch_corrector.correct(queries) == ort_runner.correct(queries)
+    expected = torch_corrector.correct(queries)
     rows = []
     for name in runners:
+        outputs = runners[name](queries)
         rows.append(
             {
                 "shape": shape,
@@ -120,12 +137,46 @@ def bench_shape(shape: str, device: str, args: argparse.Namespace, workdir: Path
                 "p50_ms": 1000 * float(np.percentile(latency[name], 50)),
                 "p95_ms": 1000 * float(np.percentile(latency[name], 95)),
                 "qps": 32 * len(batched) / sum(throughput[name]),
-                "export_s": export_seconds,
-                "greedy": manifest["validation"]["greedy"],
-                "same_output": same,
+                "greedy": manifests.get(name, manifest)["validation"]["greedy"],
+                "same_output": sum(a == b for a, b in zip(outputs, expected, strict=True)),
+                "queries": len(queries),
             }
         )
     return rows
+
+
+def int8_accuracy(model_dir: Path, dataset_dir: Path, workdir: Path, count: int) -> str:
+    """What int8 costs in corrections on a trained model: random weights cannot tell.
+
+    Exports the model in fp32 and int8, corrects the first ``count`` noisy queries of the
+    dataset's test split with both, and compares each with the clean side and each other.
+    """
+    from data_synth.build import load_dataset_dir
+
+    test = load_dataset_dir(dataset_dir)["test"].select(range(count))
+    noisy, clean = list(test["noisy"]), list(test["clean"])
+    corrections = {}
+    for precision in ("fp32", "int8"):
+        export_dir = workdir / f"trained_{precision}"
+        export_onnx(model_dir, export_dir, precision=precision, validation_queries=noisy[:200])
+        corrections[precision] = OrtSeq2Seq(export_dir).correct(noisy)
+
+    def exact(predictions: list[str]) -> float:
+        hits = sum(p.lower() == c.lower() for p, c in zip(predictions, clean, strict=True))
+        return hits / count
+
+    same = sum(a == b for a, b in zip(*corrections.values(), strict=True))
+    return "\n".join(
+        [
+            f"Accuracy cost of int8 on the model trained by `make train` ({model_dir}), on the "
+            f"first {count} queries of its synthetic test split:",
+            "",
+            "| precision | exact match | same correction as fp32 |",
+            "|---|---:|---:|",
+            f"| fp32 | {exact(corrections['fp32']):.1%} | {count}/{count} |",
+            f"| int8 | {exact(corrections['int8']):.1%} | {same}/{count} |",
+        ]
+    )
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:
@@ -154,14 +205,14 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
             f"| {row['p95_ms']:.1f} | {row['qps']:.1f} | {p50_ratio:.2f}x "
             f"| {row['qps'] / base['qps']:.2f}x |"
         )
-        if row["runner"] == "ONNX Runtime":
+        if row["runner"] in ("ONNX Runtime", INT8):
             met = "met" if p50_ratio <= 1 / 3 else "NOT met"
             greedy = row["greedy"]
             verdicts.append(
-                f"- {row['shape']} on {row['device']}: ORT p50 is {p50_ratio:.2f}x PyTorch's "
-                f"(target <= 0.33x: {met}); export + validation took {row['export_s']:.0f} s, "
-                f"greedy identical on {greedy['identical']}/{greedy['queries']} validation "
-                f"queries; benchmark outputs identical across runners: {row['same_output']}."
+                f"- {row['shape']} on {row['device']}, {row['runner']}: p50 is "
+                f"{p50_ratio:.2f}x PyTorch's (target <= 0.33x: {met}); greedy identical to "
+                f"PyTorch on {greedy['identical']}/{greedy['queries']} validation queries and "
+                f"on {row['same_output']}/{row['queries']} benchmark queries."
             )
     return "\n".join([*lines, "", *verdicts])
 
@@ -173,6 +224,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="batch-32 calls per runner")
     parser.add_argument("--validation", type=int, default=200, help="greedy check queries")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--trained-model",
+        type=Path,
+        default=Path("outputs/latest/model"),
+        help="a trained model for the int8 accuracy table (skipped when absent)",
+    )
+    parser.add_argument("--accuracy-queries", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="smoke run; writes no results")
     args = parser.parse_args()
     if args.quick:
@@ -184,7 +242,13 @@ def main() -> None:
         for shape in args.shapes:
             for device in devices:
                 rows += bench_shape(shape, device, args, Path(workdir) / device)
-    body = render(rows, args)
+        body = render(rows, args)
+        dataset = args.trained_model.parent / "dataset"
+        if not args.quick and args.trained_model.is_dir() and dataset.is_dir():
+            accuracy = int8_accuracy(
+                args.trained_model, dataset, Path(workdir), args.accuracy_queries
+            )
+            body += "\n\n" + accuracy
     print(body)
     if not args.quick:
         path = write_results(

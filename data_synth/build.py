@@ -146,13 +146,14 @@ def _corrupt_chunk(task: tuple[dict[str, Any], int, list[str], int]) -> list[tup
     """Rows for one chunk: ``variants`` distinct noisy versions of each clean query at most."""
     noise_cfg, seed, texts, variants = task
     model = NoiseModel.from_config(noise_cfg, seed=seed)
-    rows = []
-    for text in texts:
-        seen: set[str] = set()
-        for corruption in model.corrupt_batch([text] * variants):
-            if corruption.noisy not in seen:
-                seen.add(corruption.noisy)
-                rows.append((corruption.noisy, text, corruption.ops))
+    # One batch for the whole chunk (each text repeated, side by side): the noise engine
+    # works on whole batches, so a call per text would cost more than its typos.
+    repeated = [text for text in texts for _ in range(variants)]
+    rows, seen = [], set()
+    for corruption in model.corrupt_batch(repeated):
+        if (corruption.noisy, corruption.clean) not in seen:
+            seen.add((corruption.noisy, corruption.clean))
+            rows.append((corruption.noisy, corruption.clean, corruption.ops))
     return rows
 
 

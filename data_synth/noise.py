@@ -12,24 +12,30 @@ Every result carries the names of the operations applied, so datasets can be aud
 (``data_synth.stats``) and the model's errors broken down by cause.
 
 Speed matters: the training data module re-noises the whole corpus every epoch, and a
-Python loop that merely visits each query already costs more than the whole budget.
-So the engine is columnar. A batch of queries becomes one matrix of code points (a row
-per query, zero-padded), every random decision is drawn for all rows at once from one
-seeded ``numpy.random.Generator``, and what a character is (a letter, a space, a key
-with neighbours, a letter of the confusion table) is read from lookup tables indexed by
-code point. Each typo is the same kind of edit: "replace the span ``[start, start +
-removed)`` of a row by a short replacement", so one round of typos for all rows is one
-gather. Python touches single queries only where Unicode is not per-character (for
-example ``'ß'.upper() == 'SS'``); ``corrupt`` and ``apply_op`` are batches of one.
+Python loop that merely visits each query already costs more than the whole budget. So
+the engine is columnar and works on a whole batch at once:
+
+* the queries become one flat array of code points (all rows back to back, no padding:
+  short queries of mixed length would be mostly padding in a matrix);
+* every random decision is drawn for all rows at once, in a fixed order, from one seeded
+  ``numpy.random.Generator`` (the same seed and inputs give the same outputs);
+* what a character is (a letter, a space, a key with neighbours, a letter of the
+  confusion table, its lower case) is read from lookup tables indexed by code point;
+* every typo is the same kind of edit, "replace ``removed`` characters at ``start`` by a
+  short replacement", so one round of typos for all rows is one splice of the array;
+  each operation only decides, by vectorized masks, where it may land and what it types.
+
+Python touches single queries only where Unicode is not per-character (for example
+``'ß'.upper() == 'SS'``). ``corrupt`` and ``apply_op`` are batches of one.
 """
 
 from __future__ import annotations
 
 import csv
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from itertools import product, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,8 +82,9 @@ _LOWERCASE_SHARE = 0.95  # case_change: share lower-casing (the rest writes all 
 _DROPPED_MARKS = "'’‘`."  # vanish when typed (`dont`); other marks become spaces
 _SPACE_CODE = ord(" ")
 _UNICODE_SIZE = 0x110000
-# Rows are processed in one matrix unless padding them to the longest would cost this many
-# times the characters they hold; then they go in groups of similar length.
+# Where rows become a padded matrix (the phonetic scan, the output strings), they form one
+# matrix unless padding them to the longest would cost this many times the characters they
+# hold; then they go in groups of similar length.
 _PADDING_LIMIT = 4
 _MIN_GROUP_WIDTH = 64
 # strip_diacritics reads a table for these code points (Latin, Greek, Cyrillic and the other
@@ -311,13 +318,15 @@ class _ConfusionTable:
     slot_weight: np.ndarray  # per slot: total weight of its fitting rules
     slot_weight_int: np.ndarray  # the same as integers (for drawing a position), ratios kept
     rule_cumulative: np.ndarray  # (slots, most rules): running sums, inf past the last rule
-    replacement: (
-        np.ndarray
-    )  # (slots, most rules, 3, longest) uint32: as written, upper, capitalised
+    replacement: np.ndarray  # (slots, most rules, 3 cases, longest) uint32
     replacement_length: np.ndarray  # (slots, most rules, 3)
 
 
-def _compile_confusions(confusions: list[Confusion], first_letter_factor: float) -> _ConfusionTable:
+@lru_cache(maxsize=16)
+def _compile_confusions(
+    confusions: tuple[Confusion, ...], first_letter_factor: float
+) -> _ConfusionTable:
+    """Cached: the dataset builder makes a model per chunk of queries, all with one table."""
     tables = _char_tables()
     rules_of: dict[str, list[Confusion]] = {}
     for rule in confusions:
@@ -438,39 +447,63 @@ def _row_sums(values: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return running[ends] - running[ends - lens]
 
 
-class _Chars(NamedTuple):
-    """The characters of some rows of a batch, back to back, and where each one stands."""
+class _Chars:
+    """The characters of some rows of a batch, back to back, and where each one stands.
 
-    index: np.ndarray  # each character's position in the batch's ``codes``
-    codes: np.ndarray  # uint32 code points
-    flags: np.ndarray  # uint16 _CharTables.flags of each
-    row: np.ndarray  # which of the rows holds it: 0, 1, ... in the order the rows were given
-    column: np.ndarray  # its position in that row
-    lens: np.ndarray  # per row: its length
+    Where each character stands (its row, its column, ...) is worked out on first use:
+    most steps need only a little of it, and every array costs a pass over the characters.
+    """
+
+    def __init__(
+        self, codes: np.ndarray, flags: np.ndarray, lens: np.ndarray, starts: np.ndarray
+    ) -> None:
+        self.codes = codes  # uint32 code points
+        self.flags = flags  # uint16 _CharTables.flags of each
+        self.lens = lens  # per row: its length
+        self.starts = starts  # per row: where it starts in the batch's ``codes``
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Per row: where its characters start here."""
+        return np.cumsum(self.lens) - self.lens
+
+    @cached_property
+    def row(self) -> np.ndarray:
+        """Per character: which of the rows holds it (0, 1, ... in the rows' order)."""
+        return np.repeat(np.arange(len(self.lens)), self.lens)
+
+    @cached_property
+    def column(self) -> np.ndarray:
+        """Per character: its position in its row."""
+        return np.arange(len(self.codes)) - self.offsets[self.row]
+
+    @cached_property
+    def first(self) -> np.ndarray:
+        """Per character: whether it starts its row."""
+        return self._mark(self.offsets)
+
+    @cached_property
+    def last(self) -> np.ndarray:
+        """Per character: whether it ends its row."""
+        return self._mark(self.offsets + self.lens - 1)
+
+    def _mark(self, positions: np.ndarray) -> np.ndarray:
+        marked = np.zeros(len(self.codes), dtype=bool)
+        marked[positions[self.lens > 0]] = True
+        return marked
+
+    def in_batch(self, position: np.ndarray) -> np.ndarray:
+        """Where characters at ``position`` (one per row, in row order) are in the batch."""
+        return self.starts + (position - self.offsets)
 
     def only(self, keep: np.ndarray) -> _Chars:
         """The characters of the rows where ``keep`` (a mask over rows) is true."""
         mine = keep[self.row]
-        renumber = np.cumsum(keep) - 1
-        return _Chars(
-            self.index[mine],
-            self.codes[mine],
-            self.flags[mine],
-            renumber[self.row[mine]],
-            self.column[mine],
-            self.lens[keep],
-        )
+        return _Chars(self.codes[mine], self.flags[mine], self.lens[keep], self.starts[keep])
 
     def part(self, rows: slice, chars: slice) -> _Chars:
         """A contiguous run of rows (``rows``), whose characters are ``chars``: all views."""
-        return _Chars(
-            self.index[chars],
-            self.codes[chars],
-            self.flags[chars],
-            self.row[chars] - rows.start,
-            self.column[chars],
-            self.lens[rows],
-        )
+        return _Chars(self.codes[chars], self.flags[chars], self.lens[rows], self.starts[rows])
 
     def has(self, bits: np.ndarray | int) -> np.ndarray:
         """Per character: whether its flags have any of ``bits``."""
@@ -480,7 +513,6 @@ class _Chars(NamedTuple):
 class _Edit(NamedTuple):
     """Per row: replace ``codes[start : start + removed]`` by ``replacement[:added]``."""
 
-    applies: np.ndarray  # bool: where the operation found something to change
     start: np.ndarray  # a position in the batch's ``codes``
     removed: np.ndarray
     replacement: np.ndarray  # (rows, width) uint32
@@ -521,13 +553,10 @@ class _Batch:
         return row_flags
 
     def chars(self, rows: np.ndarray) -> _Chars:
-        """The characters of ``rows`` (ascending row numbers)."""
+        """The characters of ``rows``, in the order given."""
         starts, lens = self.starts()[rows], self.lens[rows]
-        index = _ranges(starts, lens)
-        row = np.repeat(np.arange(len(rows)), lens)
-        codes = self.codes[index]
-        flags = _char_tables().flags[codes]
-        return _Chars(index, codes, flags, row, index - starts[row], lens)
+        codes = self.codes[_ranges(starts, lens)]
+        return _Chars(codes, _char_tables().flags[codes], lens, starts)
 
     def text(self, row: int) -> str:
         start = int(self.starts()[row])
@@ -570,6 +599,8 @@ class _Batch:
         For the query habits, which rewrite whole queries.
         """
         count = len(rows)
+        if not count:  # a splice costs a pass over the whole batch
+            return
         row = np.repeat(np.arange(count), lens)
         width = max(1, int(lens.max(initial=0)), int(old.lens.max(initial=0)))
         new, before = np.zeros((2, count, width), dtype=np.uint32)
@@ -578,8 +609,7 @@ class _Batch:
         shown = (_char_tables().flags[codes] & _SPACE) == 0
         keep = ((lens != old.lens) | (new != before).any(axis=1)) & (_row_sums(shown, lens) > 0)
         start = self.starts()[rows]
-        edit = _Edit(keep[keep], start[keep], old.lens[keep], new[keep], lens[keep])
-        self.splice(rows[keep], edit)
+        self.splice(rows[keep], _Edit(start[keep], old.lens[keep], new[keep], lens[keep]))
         self.record(rows[keep], op)
 
     def strings(self) -> list[str]:
@@ -677,8 +707,7 @@ class _Around:
 
     def __init__(self, chars: _Chars, lower: np.ndarray) -> None:
         self.chars = chars
-        self.first = chars.column == 0
-        self.last = chars.column == chars.lens[chars.row] - 1
+        self.first, self.last = chars.first, chars.last
         self.letter = chars.has(_ALPHA)
         self._lower = lower
 
@@ -750,7 +779,8 @@ class NoiseModel:
         self._first_letter_weight = round(first_letter_factor * _WEIGHT)
         self._max_errors_per_char = float(max_per_char)
         self._confusions = _compile_confusions(
-            load_confusions(config["confusions"] or DEFAULT_CONFUSIONS), first_letter_factor
+            tuple(load_confusions(config["confusions"] or DEFAULT_CONFUSIONS)),
+            first_letter_factor,
         )
         self._plan = _Plan(
             clean_share=_check_fraction(config, "clean_share"),
@@ -815,7 +845,8 @@ class NoiseModel:
         if plan.clean_share > 0:
             noisy &= rng.random(n) >= plan.clean_share
         habits = {op: noisy & (rng.random(n) < rate) for op, rate in plan.habit_rates.items()}
-        lowercase = rng.random(n) < _LOWERCASE_SHARE
+        if "case_change" in habits:
+            lowercase = rng.random(n) < _LOWERCASE_SHARE
         drawn = _draw(plan.count_cumulative, rng.random(n))
         cap = np.maximum(1, np.floor(batch.lens * self._max_errors_per_char).astype(np.int64))
         typos = np.minimum(drawn, cap) * noisy
@@ -888,7 +919,9 @@ class NoiseModel:
             mine = own & (lowercase == lower)
             self._python_habit(batch, rows[mine], str.lower if lower else str.upper, code)
 
-    def _python_habit(self, batch: _Batch, rows: np.ndarray, change, code: int) -> None:
+    def _python_habit(
+        self, batch: _Batch, rows: np.ndarray, change: Callable[[str], str], code: int
+    ) -> None:
         """A habit done by Python's own string functions, for rows the tables cannot do."""
         if not len(rows):
             return
@@ -911,20 +944,18 @@ class NoiseModel:
         replacement = np.zeros((count, max(2, self._confusions.replacement.shape[-1])), np.uint32)
         pending = np.flatnonzero(op != _NOTHING)
         while len(pending):
-            edit = self._attempt(batch, rows[pending], op[pending])
-            ok = np.flatnonzero(edit.applies)
+            applies, edit = self._attempt(batch, rows[pending], op[pending])
+            ok = np.flatnonzero(applies)
             hit = pending[ok]
             done[hit] = True
             start[hit], removed[hit], added[hit] = edit.start[ok], edit.removed[ok], edit.added[ok]
             replacement[hit, : edit.replacement.shape[1]] = edit.replacement[ok]
-            pending = pending[np.flatnonzero(~edit.applies)]
+            pending = pending[np.flatnonzero(~applies)]
             pending = pending[tries[pending] < plan.op_tries]  # the others give up this typo
             op[pending] = _draw(plan.typo_cumulative, self._rng.random(len(pending)))
             tries[pending] += 1
         done = np.flatnonzero(done)
-        batch.splice(
-            rows[done], _Edit(None, start[done], removed[done], replacement[done], added[done])
-        )
+        batch.splice(rows[done], _Edit(start[done], removed[done], replacement[done], added[done]))
         batch.record(rows[done], op[done])
 
     def _skip_hopeless(
@@ -955,9 +986,10 @@ class NoiseModel:
             op[redraw] = _draw(plan.typo_cumulative, self._rng.random(len(redraw)))
             tries[redraw] += 1
 
-    def _attempt(self, batch: _Batch, rows: np.ndarray, op: np.ndarray) -> _Edit:
+    def _attempt(self, batch: _Batch, rows: np.ndarray, op: np.ndarray) -> tuple[np.ndarray, _Edit]:
         """Each row's operation once: where it lands (a position drawn among the places it
-        fits, by weight), then what it types there. The edits come in the order of ``rows``."""
+        fits, by weight), and what it types there; and per row whether it found anything to
+        change. The edits come in the order of ``rows``."""
         count = len(op)
         uniform = self._rng.random((count, 3))
         # Rows sorted by operation: each operation then works on one contiguous slice of
@@ -990,7 +1022,7 @@ class NoiseModel:
                 weight[char_part] = fits
         position, applies = _sample(weight, chars.lens, uniform[:, 0])
 
-        start = chars.index[position]  # the drawn character's place in the batch
+        start = chars.in_batch(position)  # the drawn character's place in the batch
         removed, added = np.zeros((2, count), dtype=np.int64)
         replacement = np.zeros((count, max(2, self._confusions.replacement.shape[-1])), np.uint32)
         for code, (mine, char_part) in parts.items():
@@ -1022,11 +1054,11 @@ class NoiseModel:
                     )
                     removed[mine], added[mine] = length, typed_length
                     replacement[mine, : typed.shape[1]] = typed
-        edit = _Edit(applies, start, removed, replacement, added)
-        edit = edit._replace(applies=applies & _changes_visibly(chars, position, edit))
-        restore = np.empty_like(order)
+        edit = _Edit(start, removed, replacement, added)
+        applies &= _changes_visibly(chars, position, edit)
+        restore = np.empty_like(order)  # the inverse of the sort by operation
         restore[order] = np.arange(count)
-        return _Edit(*(field[restore] for field in edit))
+        return applies[restore], _Edit(*(field[restore] for field in edit))
 
     def _fits(self, name: str, around: _Around) -> np.ndarray:
         """Where in each row (a mask over characters) an operation other than phonetic fits."""
@@ -1081,7 +1113,7 @@ class NoiseModel:
             state = step[state * letters + following * (left > depth)]
         # 2. Where each match stands in its word picks the rules that fit it (its slot).
         alpha = chars.has(_ALPHA)
-        word_start = (chars.column == 0) | ~np.concatenate(([False], alpha[:-1]))
+        word_start = chars.first | ~np.concatenate(([False], alpha[:-1]))
         after = np.minimum(np.arange(len(letter)) + longest, len(letter) - 1)
         word_end = (longest >= left) | ~alpha[after]
         slot = pattern * 4 + word_start * 2 + word_end

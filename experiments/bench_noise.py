@@ -51,7 +51,7 @@ STAGES = (
     ("typos (all rounds)", (NoiseModel._typo_round,)),
     ("write the noisy strings", (noise._Batch.strings,)),
     ("spot queries whose typos cancelled out", (noise._Batch.unchanged,)),
-    ("one list of op names per query", (noise._Batch.op_lists,)),
+    ("the op names of each query", (noise._Batch.op_tuples,)),
 )
 
 

@@ -230,7 +230,7 @@ def run_spellfix(
         callbacks=[Timer()],
         default_root_dir=str(outdir),
     )
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+    trainer.fit(module, datamodule=datamodule)  # as spellfix.train does
     return clock.result(counter.batches)
 
 

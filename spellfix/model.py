@@ -177,16 +177,6 @@ class SpellCorrector(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
-    def transfer_batch_to_device(
-        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
-    ) -> dict[str, Any]:
-        """Move the tensors and leave the texts: Lightning's generic transfer walks every
-        string of the ``noisy``/``clean`` lists, a millisecond or two a step on CPU."""
-        return {
-            key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-            for key, value in batch.items()
-        }
-
     def configure_optimizers(self) -> dict[str, Any]:
         groups = decay_parameter_groups(self.model, float(self.optim.get("weight_decay", 0.01)))
         # One kernel for the whole update instead of a dozen foreach launches: on a small

@@ -96,6 +96,8 @@ def test_collator_pads_to_multiple_of_8_and_masks_labels() -> None:
     assert batch["attention_mask"].sum().item() == 3 + 10
     assert (batch["labels"][1, 2:] == LABEL_PAD).all()
     assert (batch["labels"] != LABEL_PAD).sum().item() == 5 + 2
+    assert batch["input_ids"][0].tolist() == [0, 9, 2] + [1] * 13  # ids kept, in order
+    assert batch["labels"][0, :5].tolist() == [0, 9, 9, 9, 2]
     assert batch["noisy"] == ["a", "c"] and batch["clean"] == ["b", "d"]
 
 

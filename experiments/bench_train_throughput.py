@@ -235,22 +235,34 @@ def run_spellfix(
 
 
 def token_budget_for_batch(spec: dict, batch: int) -> int:
-    """The token budget whose batches hold ``batch`` examples on average."""
-    from data_synth.build import load_dataset_dir
-    from spellfix.data import pad_multiple_for, padded_length
+    """The token budget whose batches hold ``batch`` examples on average.
+
+    Found on spellfix's own sampler over the training split (a batch costs its widest
+    example times its size, so an average of example widths would undershoot).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from data_synth.paths import CONF_DIR
+    from spellfix.data import SpellDataModule
     from spellfix.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(spec["tokenizer_dir"])
-    train = load_dataset_dir(spec["dataset_dir"])["train"]
-    sample = train.select(range(min(5000, len(train))))
-    source = tokenizer(list(sample["noisy"]))["input_ids"]
-    target = tokenizer(list(sample["clean"]))["input_ids"]
-    multiple = pad_multiple_for("cpu")
-    widths = [
-        padded_length(len(s), multiple) + padded_length(len(t), multiple)
-        for s, t in zip(source, target, strict=True)
-    ]
-    return int(batch * statistics.mean(widths))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data.dataset_dir={spec['dataset_dir']}"])
+    datamodule = SpellDataModule(
+        cfg.data, cfg.noise, load_tokenizer(spec["tokenizer_dir"]), seed=0, accelerator="cpu"
+    )
+    datamodule.setup("fit")
+    examples = len(datamodule.splits["train"])
+
+    def mean_batch(budget: int) -> float:
+        datamodule.cfg.max_tokens = budget
+        return examples / len(datamodule.batch_sampler("train", shuffle=True).batches())
+
+    low, high = 1, 64 * batch
+    while low < high:  # the smallest budget reaching the wanted average
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if mean_batch(middle) < batch else (low, middle)
+    return low
 
 
 def child(runner: str, spec_path: Path, steps: int, warmup: int, out: Path) -> None:

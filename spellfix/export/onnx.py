@@ -312,7 +312,7 @@ def export_onnx(
     fp16_tolerance: float = 5e-2,
     fp16_min_greedy_agreement: float = 0.95,
     int8_tolerance: float = 0.5,
-    int8_min_greedy_agreement: float = 0.95,
+    int8_min_greedy_agreement: float = 0.9,
     validation_queries: list[str] | None = None,
     validation_source: str = "built-in",
     max_new_tokens_ratio: float = 1.5,

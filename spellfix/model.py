@@ -142,8 +142,9 @@ class SpellCorrector(pl.LightningModule):
         # plain dict so the compiled wrapper is not registered as a second copy of the
         # weights in the state dict and the checkpoints.
         # Query lengths vary every batch, so the graph is compiled for dynamic shapes.
-        compiled = torch.compile(self.model.model, dynamic=True) if compile else None
-        self._compiled = {"backbone": compiled} if compiled is not None else {}
+        self._compiled = (
+            {"backbone": torch.compile(self.model.model, dynamic=True)} if compile else {}
+        )
         self._predictions: dict[str, list[tuple[str, str, str]]] = {}
 
     # -- training ---------------------------------------------------------------------

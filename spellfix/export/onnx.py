@@ -22,8 +22,10 @@ import logging
 import math
 import random
 import string
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -420,7 +422,7 @@ def _example_inputs(model: nn.Module, batch: int = 3, length: int = 7):
 
 def _export_encoder(model: nn.Module, path: Path, opset: int, cross_names: list[str]) -> None:
     batch, source = torch.export.Dim("batch"), torch.export.Dim("source_length")
-    torch.onnx.export(
+    _torch_onnx_export(
         EncoderForExport(model).eval(),
         _example_inputs(model),
         str(path),
@@ -452,7 +454,7 @@ def _export_decoder(model: nn.Module, path: Path, opset: int, names: dict[str, l
         "past": torch.export.Dim("past_length", min=0),
         "new": torch.export.Dim("new_length"),
     }
-    torch.onnx.export(
+    _torch_onnx_export(
         DecoderForExport(model).eval(),
         (decoder_input_ids, attention_mask, past, cross),
         str(path),
@@ -473,6 +475,28 @@ def _export_decoder(model: nn.Module, path: Path, opset: int, names: dict[str, l
         },
         external_data=_needs_external_data(model),
     )
+
+
+def _torch_onnx_export(*args: Any, **kwargs: Any) -> None:
+    """``torch.onnx.export`` without the exporter's chatter, so the export summary is readable.
+
+    Silenced: its progress lines; a warning per axis that several inputs share (every graph
+    here shares ``batch``, and the decoder ``source_length`` and ``past_length``, on
+    purpose); a log line per torchvision operator it cannot register (spellfix does not
+    use torchvision); and a deprecation inside torch's own pytree code.
+    """
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
+            )
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            torch.onnx.export(*args, verbose=False, **kwargs)
+    finally:
+        registration.setLevel(level)
 
 
 def _needs_external_data(model: nn.Module) -> bool:

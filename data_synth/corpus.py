@@ -10,17 +10,21 @@ first odd line or silently losing data. Anything that makes the whole corpus unu
 
 Sources: a plain text file (one query a line), CSV/TSV (one or several named columns),
 JSONL (a field), a local Hugging Face dataset directory, a hub dataset when the user
-names one, and a built-in corpus of frequent English words and word pairs taken from
-the dictionaries symspellpy ships, so that the default path needs no file at all.
+names one, and a built-in corpus of frequent English words, word pairs and three- or
+four-word phrases chained from those pairs, all taken from the dictionaries symspellpy
+ships, so that the default path needs no file at all.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
+import random
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -45,6 +49,7 @@ CONFIG_KEYS = (
     "lowercase",
     "builtin_words",
     "builtin_bigrams",
+    "builtin_phrases",
 )
 _SUFFIX_SOURCES = {
     ".txt": "text",
@@ -60,6 +65,18 @@ _BINARY_PROBE_BYTES = 8192
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _BUILTIN_WORDS_FILE = "frequency_dictionary_en_82_765.txt"
 _BUILTIN_BIGRAMS_FILE = "frequency_bigramdictionary_en_243_342.txt"
+# Built-in phrases: fixed, so the built-in corpus is the same on every machine; each starts
+# at one of the most frequent pairs and continues along the more frequent ones.
+_PHRASE_SEED = 0
+_PHRASE_START_PAIRS = 12_000
+_PHRASE_LINK_PAIRS = 30_000
+# Words a query does not end on ("file for printing and"): a phrase stops elsewhere.
+_DANGLING = (
+    "a an the of and or but nor to in on at by for from with into onto than as that "
+    "this these those my your our their his her its is are was were be been being has "
+    "have had will would shall should can could may might must do does did"
+)
+_DANGLING_WORDS = frozenset(_DANGLING.split())
 
 
 class CorpusError(ValueError):
@@ -389,21 +406,60 @@ def _read_hf_dataset(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[s
 
 
 def _read_builtin(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]:
-    """The most frequent English word pairs and words, as short everyday queries."""
+    """The most frequent English word pairs and words, then longer phrases, as queries."""
     yield from _most_frequent(_BUILTIN_BIGRAMS_FILE, 2)[: cfg["builtin_bigrams"]]
     yield from _most_frequent(_BUILTIN_WORDS_FILE, 1)[: cfg["builtin_words"]]
+    yield from _chained_phrases(cfg["builtin_phrases"])
 
 
 @cache
-def _most_frequent(file_name: str, words_per_entry: int) -> tuple[str, ...]:
-    """Entries of a symspellpy frequency dictionary, most frequent first (parsed once)."""
+def _frequency_entries(file_name: str, words_per_entry: int) -> tuple[tuple[str, int], ...]:
+    """(entry, count) of a symspellpy frequency dictionary, most frequent first (parsed once)."""
     entries = []
     for line in resources.files("symspellpy").joinpath(file_name).read_text().splitlines():
         parts = line.split()
         if len(parts) == words_per_entry + 1 and all(p.isalpha() for p in parts[:-1]):
             entries.append((-int(parts[-1]), " ".join(parts[:-1])))
     entries.sort()
-    return tuple(text for _, text in entries)
+    return tuple((text, -negated) for negated, text in entries)
+
+
+def _most_frequent(file_name: str, words_per_entry: int) -> tuple[str, ...]:
+    return tuple(text for text, _ in _frequency_entries(file_name, words_per_entry))
+
+
+@cache
+def _chained_phrases(count: int) -> tuple[str, ...]:
+    """Up to ``count`` three- and four-word phrases, each a walk along frequent word pairs.
+
+    "new york" continues with a second word drawn by how often pairs start with "york"
+    ("york city"), and so on. Word salad at times, but pairs alone would teach a model
+    that every query ends after two words: it then drops the rest of longer queries.
+    """
+    pairs = [
+        (tuple(text.split(" ")), frequency)
+        for text, frequency in _frequency_entries(_BUILTIN_BIGRAMS_FILE, 2)[:_PHRASE_LINK_PAIRS]
+    ]
+    followers: dict[str, list[str]] = defaultdict(list)
+    frequencies: dict[str, list[int]] = defaultdict(list)
+    for (first, second), frequency in pairs:
+        followers[first].append(second)
+        frequencies[first].append(frequency)
+    cumulative = {word: list(itertools.accumulate(f)) for word, f in frequencies.items()}
+    starts = [words for words, _ in pairs[:_PHRASE_START_PAIRS]]
+    rng = random.Random(_PHRASE_SEED)
+    phrases: dict[str, None] = {}  # insertion-ordered set
+    for _ in range(20 * count):  # bounded: a huge count ends with what the pairs allow
+        if len(phrases) == count:
+            break
+        words = list(rng.choice(starts))
+        length = rng.choice((3, 4))
+        while len(words) < length and words[-1] in followers:
+            last = words[-1]
+            words += rng.choices(followers[last], cum_weights=cumulative[last])
+        if len(words) == length and words[-1] not in _DANGLING_WORDS:
+            phrases[" ".join(words)] = None
+    return tuple(phrases)
 
 
 _CANDIDATE_READERS = {

@@ -1,6 +1,8 @@
 """Corpus readers: every source, normalization, counted drops and one-line errors."""
 
+import itertools
 import json
+from collections import Counter
 
 import pytest
 
@@ -8,12 +10,26 @@ from data_synth.corpus import CONFIG_KEYS, CorpusError, corpus_fingerprint, read
 from data_synth.paths import CONF_DIR
 
 
-def test_builtin_corpus_needs_no_file_and_mixes_pairs_and_words(corpus_config):
-    corpus = read_corpus(corpus_config(builtin_words=300, builtin_bigrams=200))
+def test_builtin_corpus_needs_no_file_and_mixes_words_pairs_and_phrases(corpus_config):
+    corpus = read_corpus(corpus_config(builtin_words=300, builtin_bigrams=200, builtin_phrases=150))
     assert corpus.report.source == "builtin"
     assert len(corpus.texts) == corpus.report.kept == len(set(corpus.texts))
-    assert sum(" " in text for text in corpus.texts) == 200
+    words_per_query = Counter(len(text.split()) for text in corpus.texts)
+    assert words_per_query[2] == 200
+    assert words_per_query[3] + words_per_query[4] == 150
+    assert words_per_query[3] > 50 and words_per_query[4] > 50
     assert all(2 <= len(text) <= 64 for text in corpus.texts)
+
+
+def test_builtin_phrases_walk_real_word_pairs_the_same_way_on_every_machine(corpus_config):
+    first = read_corpus(corpus_config(builtin_words=0, builtin_bigrams=0, builtin_phrases=400))
+    again = read_corpus(corpus_config(builtin_words=0, builtin_bigrams=0, builtin_phrases=400))
+    assert first.texts == again.texts and len(first.texts) == 400
+    pairs = set(read_corpus(corpus_config(builtin_words=0, builtin_bigrams=30_000)).texts)
+    for phrase in first.texts:
+        words = phrase.split()
+        assert all(f"{a} {b}" in pairs for a, b in itertools.pairwise(words)), phrase
+        assert words[-1] not in {"the", "of", "and", "to", "for", "a", "in"}, phrase
 
 
 def test_text_file_is_normalized_deduplicated_and_every_drop_counted(tmp_path, corpus_config):

@@ -168,6 +168,10 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
     With several ranks the batch count is made a multiple of the world size by
     splitting the largest batches, so every rank gets the same number of distinct
     batches and every example is seen exactly once per epoch.
+
+    ``reshuffle=False`` keeps epoch 0's order in every epoch, which is what evaluation
+    wants: the same batches at each validation so curves compare, yet drawn across all
+    lengths, so a ``limit_val_batches`` subset is not just the shortest queries.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         pad_to_multiple_of: int = 8,
         bucket_size: int = 4096,
         shuffle: bool = True,
+        reshuffle: bool = True,
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
@@ -191,6 +196,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.bucket_size = bucket_size
         self.shuffle = shuffle
+        self.reshuffle = reshuffle
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
@@ -198,8 +204,9 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._batches: list[list[int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self._batches = None
+        if self.reshuffle:
+            self.epoch = epoch
+            self._batches = None
 
     def _cost(self, source_length: int, target_length: int) -> int:
         multiple = self.pad_to_multiple_of
@@ -400,7 +407,9 @@ class SpellDataModule(pl.LightningDataModule):
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
-    def batch_sampler(self, split: str, shuffle: bool) -> TokenBudgetBatchSampler:
+    def batch_sampler(
+        self, split: str, shuffle: bool, reshuffle: bool = True
+    ) -> TokenBudgetBatchSampler:
         world, rank = 1, 0
         if self.trainer is not None:
             world, rank = self.trainer.world_size, self.trainer.global_rank
@@ -412,6 +421,7 @@ class SpellDataModule(pl.LightningDataModule):
             pad_to_multiple_of=self.cfg.pad_to_multiple_of,
             bucket_size=self.cfg.bucket_size,
             shuffle=shuffle,
+            reshuffle=reshuffle,
             seed=self.seed,
             num_replicas=world,
             rank=rank,
@@ -421,15 +431,15 @@ class SpellDataModule(pl.LightningDataModule):
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         return progress.processed
 
-    def _loader(self, split: str, shuffle: bool) -> ResumableDataLoader:
+    def _loader(self, split: str, training: bool) -> ResumableDataLoader:
         return ResumableDataLoader(
             self.splits[split],
-            batch_sampler=self.batch_sampler(split, shuffle),
+            batch_sampler=self.batch_sampler(split, shuffle=True, reshuffle=training),
             collate_fn=self.collate,
             num_workers=self.cfg.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
-            consumed_batches=self._consumed_batches if shuffle and self.trainer else None,
+            consumed_batches=self._consumed_batches if training and self.trainer else None,
         )
 
     def transfer_batch_to_device(
@@ -443,10 +453,10 @@ class SpellDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> ResumableDataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", training=True)
 
     def val_dataloader(self) -> ResumableDataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader("validation", training=False)
 
     def test_dataloader(self) -> ResumableDataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", training=False)

@@ -212,7 +212,10 @@ class SpellCorrector(pl.LightningModule):
         generated = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=max_new,
+            # Decoder tokens with the start token, so exactly max_new new ones; passing
+            # max_new_tokens instead makes transformers warn that the saved max_length is
+            # also set.
+            max_length=1 + max_new,
             num_beams=int(self.generation.get("num_beams", 1)),
             do_sample=False,
         )
@@ -225,12 +228,26 @@ class SpellCorrector(pl.LightningModule):
         batch_size = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", self.loss(batch), batch_size=batch_size, sync_dist=True)
         seen = self._predictions.setdefault(stage, [])
-        room = self.val_generation_samples - len(seen)
-        if room <= 0:
+        take = min(self.val_generation_samples - len(seen), batch_size, self._quota(stage))
+        if take <= 0:
             return
-        take = min(room, batch_size)
         predictions = self.correct_batch(batch["input_ids"][:take], batch["attention_mask"][:take])
         seen.extend(zip(batch["noisy"][:take], predictions, batch["clean"][:take], strict=True))
+
+    def _quota(self, stage: str) -> int:
+        """Examples to correct per batch, so the samples spread over every evaluated batch.
+
+        Evaluation batches each hold queries of one length; correcting the first
+        ``val_generation_samples`` examples would score two or three lengths only.
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return self.val_generation_samples
+        counts = trainer.num_val_batches if stage == "val" else trainer.num_test_batches
+        batches = sum(counts) if counts else 0
+        if not batches or math.isinf(batches):
+            return self.val_generation_samples
+        return math.ceil(self.val_generation_samples / batches)
 
     def _eval_epoch_end(self, stage: str) -> None:
         triples = self._predictions.pop(stage, [])

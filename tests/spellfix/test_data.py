@@ -129,3 +129,17 @@ def test_budget_smaller_than_one_example_still_yields_it_alone() -> None:
     sampler = TokenBudgetBatchSampler(dataset, max_tokens=8, seed=0)
     assert all(len(batch) == 1 for batch in sampler)
     assert torch.tensor([len(b) for b in sampler]).sum().item() == 10
+
+
+def test_evaluation_order_draws_across_lengths_and_repeats_every_epoch() -> None:
+    dataset = make_dataset(2000)
+    sampler = TokenBudgetBatchSampler(dataset, max_tokens=1024, seed=0, reshuffle=False)
+    sampler.set_epoch(0)
+    first_epoch = list(sampler)
+    sampler.set_epoch(5)
+    assert list(sampler) == first_epoch, "validations must score the same batches"
+    # The first tenth of the batches (what a small limit_val_batches evaluates) spans the
+    # lengths instead of being the shortest queries.
+    head = [i for batch in first_epoch[: len(first_epoch) // 10] for i in batch]
+    lengths = sorted(len(dataset.input_ids[i]) for i in head)
+    assert lengths[0] <= 5 and lengths[-1] >= 38

@@ -78,6 +78,14 @@ def main() -> None:
                 f"{_pct(row['correction_recall'])} | {_pct(row['overcorrection_rate'])} | "
                 f"{row['queries_per_s']:,.0f} |"
             )
+    leaks = [
+        f"- `{name}` was trained on {share:.1%} of the clean queries of the {label}: its row "
+        "there is not a held-out score."
+        for label, pairs in test_sets
+        if pairs.is_dir()
+        for name, path in models.items()
+        if (share := seen_in_training(Path(path), pairs))
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.json").write_text(json.dumps(raw, indent=2, default=str))
     recipes = "\n".join(
@@ -99,6 +107,10 @@ def main() -> None:
             "Best accuracy per test set:",
             *best,
             "",
+            "Held out? (clean queries of each synthetic test split found in a model's own "
+            "training split):",
+            *(leaks or ["- every synthetic test split is held out from every model"]),
+            "",
             "Reproduce: `.venv/bin/python -m experiments.accuracy "
             + " ".join(f"{n}=<model dir>" for n in models)
             + "`",
@@ -107,6 +119,22 @@ def main() -> None:
     print(
         write_results("accuracy", "Accuracy on real and synthetic misspellings", body).read_text()
     )
+
+
+def seen_in_training(model_dir: Path, dataset_dir: Path) -> float:
+    """Share of ``dataset_dir``'s test clean queries that are in the model's training split.
+
+    Splits are made by clean query, so a model's own split is held out by construction;
+    another recipe's split (a different corpus or seed) may not be.
+    """
+    from datasets import load_from_disk
+
+    own = model_dir.parent / "dataset"
+    if not own.is_dir():
+        return 0.0
+    trained_on = set(load_from_disk(str(own))["train"]["clean"])
+    tested = set(load_from_disk(str(dataset_dir))["test"]["clean"])
+    return len(tested & trained_on) / len(tested)
 
 
 def describe_model(model_dir: Path) -> str:

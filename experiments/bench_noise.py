@@ -86,7 +86,7 @@ def short_phrases(count: int, seed: int) -> list[str]:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "corpus" / "builtin.yaml"))
-    cfg.update(builtin_words=count, builtin_bigrams=count)
+    cfg.update(builtin_words=count, builtin_bigrams=count, builtin_phrases=0)
     texts = read_corpus(cfg).texts
     return random.Random(seed).sample(texts, min(count, len(texts)))
 

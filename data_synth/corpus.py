@@ -424,6 +424,7 @@ def _frequency_entries(file_name: str, words_per_entry: int) -> tuple[tuple[str,
     return tuple((text, -negated) for negated, text in entries)
 
 
+@cache
 def _most_frequent(file_name: str, words_per_entry: int) -> tuple[str, ...]:
     return tuple(text for text, _ in _frequency_entries(file_name, words_per_entry))
 

@@ -256,7 +256,7 @@ def token_budget_for_batch(spec: dict, batch: int) -> int:
 
     def mean_batch(budget: int) -> float:
         datamodule.cfg.max_tokens = budget
-        return examples / len(datamodule.batch_sampler("train", shuffle=True).batches())
+        return examples / len(datamodule.batch_sampler("train").batches())
 
     low, high = 1, 64 * batch
     while low < high:  # the smallest budget reaching the wanted average

@@ -407,9 +407,7 @@ class SpellDataModule(pl.LightningDataModule):
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
-    def batch_sampler(
-        self, split: str, shuffle: bool, reshuffle: bool = True
-    ) -> TokenBudgetBatchSampler:
+    def batch_sampler(self, split: str, reshuffle: bool = True) -> TokenBudgetBatchSampler:
         world, rank = 1, 0
         if self.trainer is not None:
             world, rank = self.trainer.world_size, self.trainer.global_rank
@@ -420,7 +418,6 @@ class SpellDataModule(pl.LightningDataModule):
             batch_size=None if by_tokens else self.cfg.batch_size,
             pad_to_multiple_of=self.cfg.pad_to_multiple_of,
             bucket_size=self.cfg.bucket_size,
-            shuffle=shuffle,
             reshuffle=reshuffle,
             seed=self.seed,
             num_replicas=world,
@@ -434,7 +431,7 @@ class SpellDataModule(pl.LightningDataModule):
     def _loader(self, split: str, training: bool) -> ResumableDataLoader:
         return ResumableDataLoader(
             self.splits[split],
-            batch_sampler=self.batch_sampler(split, shuffle=True, reshuffle=training),
+            batch_sampler=self.batch_sampler(split, reshuffle=training),
             collate_fn=self.collate,
             num_workers=self.cfg.num_workers,
             pin_memory=torch.cuda.is_available(),

@@ -51,6 +51,16 @@ CONFIG_KEYS = (
     "builtin_bigrams",
     "builtin_phrases",
 )
+# Counts and lengths: key -> (smallest allowed value, whether null is allowed). A string or
+# a negative number would otherwise fail deep in a reader or slice the word lists oddly.
+_COUNT_KEYS = {
+    "min_chars": (0, False),
+    "max_chars": (1, True),
+    "max_queries": (1, True),
+    "builtin_words": (0, False),
+    "builtin_bigrams": (0, False),
+    "builtin_phrases": (0, False),
+}
 _SUFFIX_SOURCES = {
     ".txt": "text",
     ".text": "text",
@@ -174,6 +184,13 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     required = [key for key, value in cfg.items() if value == "???"]
     if required:
         raise CorpusError(f"corpus.{required[0]}: required; set it, e.g. corpus.{required[0]}=...")
+    for key, (smallest, nullable) in _COUNT_KEYS.items():
+        value = cfg[key]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            allowed = f"a whole number >= {smallest}" + (" or null" if nullable else "")
+            raise CorpusError(f"corpus.{key}={value!r}: expected {allowed}")
     if isinstance(cfg["columns"], str):
         cfg["columns"] = [cfg["columns"]]
     return cfg

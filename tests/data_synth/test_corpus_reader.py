@@ -129,6 +129,15 @@ def test_config_keys_are_checked(corpus_config):
         read_corpus(corpus_config(path="???"))
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("builtin_phrases", "lots"), ("builtin_words", -5), ("max_queries", 0), ("min_chars", True)],
+)
+def test_counts_that_are_not_whole_numbers_are_named(corpus_config, key, value):
+    with pytest.raises(CorpusError, match=rf"corpus\.{key}={value!r}: expected a whole number"):
+        read_corpus(corpus_config(**{key: value}))
+
+
 def test_fingerprint_follows_content_and_config(tmp_path, corpus_config):
     path = tmp_path / "q.txt"
     path.write_text("halo\n")

@@ -10,8 +10,8 @@ first odd line or silently losing data. Anything that makes the whole corpus unu
 
 Sources: a plain text file (one query a line), CSV/TSV (one or several named columns),
 JSONL (a field), a local Hugging Face dataset directory, a hub dataset when the user
-names one, and a built-in corpus of frequent English words, word pairs and three- or
-four-word phrases chained from those pairs, all taken from the dictionaries symspellpy
+names one, and a built-in corpus of frequent English words, word pairs and three- to
+ten-word phrases chained from those pairs, all taken from the dictionaries symspellpy
 ships, so that the default path needs no file at all.
 """
 
@@ -57,7 +57,7 @@ _COUNT_KEYS = {
     "min_chars": (0, False),
     "max_chars": (1, True),
     "max_queries": (1, True),
-    "builtin_words": (0, False),
+    "builtin_words": (0, True),
     "builtin_bigrams": (0, False),
     "builtin_phrases": (0, False),
 }
@@ -80,6 +80,10 @@ _BUILTIN_BIGRAMS_FILE = "frequency_bigramdictionary_en_243_342.txt"
 _PHRASE_SEED = 0
 _PHRASE_START_PAIRS = 12_000
 _PHRASE_LINK_PAIRS = 30_000
+# Phrase lengths and their relative weights: mostly short, as queries are, up to ten words
+# so that a model also sees sentences-long input.
+_PHRASE_LENGTHS = (3, 4, 5, 6, 7, 8, 9, 10)
+_PHRASE_LENGTH_WEIGHTS = (4, 4, 3, 3, 2, 2, 1, 1)
 # Words a query does not end on ("file for printing and"): a phrase stops elsewhere.
 _DANGLING = (
     "a an the of and or but nor to in on at by for from with into onto than as that "
@@ -430,6 +434,31 @@ def _read_builtin(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]
 
 
 @cache
+def contractions() -> dict[str, int]:
+    """The built-in dictionary's contractions (``don't``) and their counts."""
+    found = {}
+    for line in resources.files("symspellpy").joinpath(_BUILTIN_WORDS_FILE).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and "'" in parts[0] and parts[0].replace("'", "").isalpha():
+            found[parts[0]] = int(parts[1])
+    return found
+
+
+def builtin_frequencies() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Word and word-pair counts of the built-in dictionaries (what the corpus is drawn from).
+
+    A corrector trained on the built-in corpus knows the language through these counts,
+    not through the sample of it that became training queries.
+    """
+    words = dict(_frequency_entries(_BUILTIN_WORDS_FILE, 1))
+    pairs = {
+        tuple(text.split(" ")): count
+        for text, count in _frequency_entries(_BUILTIN_BIGRAMS_FILE, 2)
+    }
+    return words, pairs  # type: ignore[return-value]
+
+
+@cache
 def _frequency_entries(file_name: str, words_per_entry: int) -> tuple[tuple[str, int], ...]:
     """(entry, count) of a symspellpy frequency dictionary, most frequent first (parsed once)."""
     entries = []
@@ -448,7 +477,7 @@ def _most_frequent(file_name: str, words_per_entry: int) -> tuple[str, ...]:
 
 @cache
 def _chained_phrases(count: int) -> tuple[str, ...]:
-    """Up to ``count`` three- and four-word phrases, each a walk along frequent word pairs.
+    """Up to ``count`` phrases of three to ten words, each a walk along frequent word pairs.
 
     "new york" continues with a second word drawn by how often pairs start with "york"
     ("york city"), and so on. Word salad at times, but pairs alone would teach a model
@@ -471,7 +500,7 @@ def _chained_phrases(count: int) -> tuple[str, ...]:
         if len(phrases) == count:
             break
         words = list(rng.choice(starts))
-        length = rng.choice((3, 4))
+        length = rng.choices(_PHRASE_LENGTHS, weights=_PHRASE_LENGTH_WEIGHTS)[0]
         while len(words) < length and words[-1] in followers:
             last = words[-1]
             words += rng.choices(followers[last], cum_weights=cumulative[last])

@@ -28,12 +28,12 @@ setup: $(BIN)/.installed
 # The default job: synthesize typos from the built-in corpus, train bart_tiny on the CPU,
 # export it to ONNX (validated against PyTorch) and correct sample queries through
 # ONNX Runtime. Each step prints where it wrote; outputs/latest is the newest run.
-SAMPLES := "teh best" "waht time is it" "new yrok city" "the beatels let it be"
+SAMPLES := "teh best" "waht time is it" "new yrok city" "quen bohemian rapsody" "the beatels let it be"
 train: setup
 	$(BIN)/spellfix-train
 	$(BIN)/spellfix-export model_path=outputs/latest/model output_dir=outputs/latest/onnx \
 		validation.queries=outputs/latest/dataset overwrite=true
-	$(BIN)/spellfix-correct --backend onnx --model outputs/latest/onnx $(SAMPLES)
+	$(BIN)/spellfix-correct --backend onnx --model outputs/latest/onnx --json $(SAMPLES)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -3,18 +3,15 @@
 One interface over back ends, so evaluation, benchmarks and the CLI do not care what
 executes the model:
 
-- ``torch``: the HF model directory (or Lightning checkpoint) with transformers ``generate``;
+- ``torch``: the HF model directory (or Lightning checkpoint) on PyTorch;
 - ``onnx``: an export directory (``spellfix-export``) run by ONNX Runtime, CPU or CUDA;
-- ``tensorrt``: the same export directory with engines built by ``spellfix.export.tensorrt``.
+- ``tensorrt``: the same export directory with engines built by ``spellfix.export.tensorrt``;
+- a running Triton server (``Corrector.from_triton``).
 
-A back end is any object with ``correct(texts) -> list[str]``; ``BACKENDS`` maps a name to
-the function that loads one from a path. A remote back end (Triton) that has no local path
-plugs in as another constructor, ``Corrector.from_triton(url)``, building
-``Corrector(backend_object, name)``.
-
-Every back end shares the same contract: empty or blank strings come back unchanged,
-inputs longer than the model's limit are truncated with a logged warning, decoding is
-greedy unless ``num_beams > 1``, and the generation budget scales with the input length.
+Each local back end is a *runner* with two methods, ``score(sources, targets)`` (log
+P(target | source) by teacher forcing) and ``correct(texts)`` (generation); what turns a
+query into a correction with a confidence is ``spellfix.decoding``, the same code for
+every runner, reading the model's ``decoding.json`` and ``lexicon.tsv``.
 """
 
 from __future__ import annotations
@@ -22,98 +19,167 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
-from spellfix.export.ort_runner import MANIFEST_NAME, max_new_tokens_for
+import numpy as np
+
+from spellfix.decoding import (
+    Correction,
+    DecodingSettings,
+    Lexicon,
+    load_decoder,
+    load_settings,
+    max_new_tokens_for,
+)
+from spellfix.export.ort_runner import MANIFEST_NAME
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS_RATIO = 1.5
-DEFAULT_MIN_NEW_TOKENS_BUDGET = 8
 
-
-class CorrectionBackend(Protocol):
-    """What ``Corrector`` needs from a back end."""
-
-    def correct(self, texts: list[str]) -> list[str]: ...
-
-
-class TorchBackend:
-    """transformers ``generate`` on the HF model, with the same settings the exports use."""
+class TorchRunner:
+    """The HF model on PyTorch: teacher-forced scores, and ``generate`` as the exports run it."""
 
     def __init__(
         self,
+        model,
+        tokenizer,
+        device: str = "cpu",
+        batch_size: int = 64,
+        settings: DecodingSettings | None = None,
+    ) -> None:
+        from spellfix.export.onnx import generation_settings
+
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.decoding = settings or DecodingSettings(mode="generate", constraint="none")
+        self.settings = generation_settings(
+            self.model, self.decoding.max_new_tokens_ratio, self.decoding.min_new_tokens_budget
+        )
+
+    @classmethod
+    def from_path(
+        cls,
         path: str | Path,
         device: str = "cpu",
         batch_size: int = 64,
-        num_beams: int = 1,
-        max_new_tokens_ratio: float | None = None,
-    ) -> None:
-        from spellfix.export.onnx import generation_settings, load_seq2seq
+        settings: DecodingSettings | None = None,
+    ) -> TorchRunner:
+        """A model directory or Lightning checkpoint (``spellfix.export.onnx.load_seq2seq``)."""
+        from spellfix.export.onnx import load_seq2seq
 
         loaded = load_seq2seq(path)
-        self.model = loaded.model.to(device)
-        self.tokenizer = loaded.tokenizer
-        self.device = device
-        self.batch_size = batch_size
-        self.num_beams = num_beams
-        self.settings = generation_settings(
-            self.model,
-            max_new_tokens_ratio or DEFAULT_MAX_NEW_TOKENS_RATIO,
-            DEFAULT_MIN_NEW_TOKENS_BUDGET,
-        )
+        return cls(loaded.model, loaded.tokenizer, device, batch_size, settings)
+
+    def score(self, sources: list[str], targets: list[str]) -> np.ndarray:
+        """log P(target | source), summed over the target's tokens."""
+        return score_pairs(self.model, self.tokenizer, sources, targets, 8 * self.batch_size)
 
     def correct(self, texts: list[str]) -> list[str]:
+        """Generated corrections; blank and over-long inputs come back as they are.
+
+        Queries with the same generation budget share a batch, so a query's output never
+        depends on what else is in its batch.
+        """
         from spellfix.export.onnx import torch_generate
         from spellfix.tokenizer import decode_clean
 
         results = list(texts)
-        todo = [i for i, text in enumerate(texts) if text.strip()]
-        if not todo:
-            return results
         limit = self.settings["max_input_tokens"]
-        lengths = [len(ids) for ids in self.tokenizer([texts[i] for i in todo])["input_ids"]]
-        too_long = [texts[i] for i, n in zip(todo, lengths, strict=True) if n > limit]
+        lengths = {
+            i: len(ids)
+            for i, ids in enumerate(self.tokenizer(list(texts))["input_ids"])
+            if texts[i].strip()
+        }
+        too_long = [i for i, n in lengths.items() if n > limit]
         if too_long:
             logger.warning(
-                "%d input(s) longer than %d tokens were truncated (first: %.60r)",
+                "%d input(s) longer than %d tokens left as they are (first: %.60r)",
                 len(too_long),
                 limit,
-                too_long[0],
+                texts[too_long[0]],
             )
-        # Similar lengths share a batch, so little compute goes to padding.
-        order = [todo[k] for k in sorted(range(len(todo)), key=lambda k: lengths[k])]
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for budget, chunk in _budget_batches(lengths, limit, self.settings, self.batch_size):
             encoded = self.tokenizer(
-                [texts[i] for i in chunk],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=limit,
+                [texts[i] for i in chunk], return_tensors="pt", padding=True
             ).to(self.device)
             generated = torch_generate(
                 self.model,
                 encoded["input_ids"],
                 encoded["attention_mask"],
                 self.settings,
-                num_beams=self.num_beams,
-                max_new_tokens=max_new_tokens_for(
-                    int(encoded["attention_mask"].sum(dim=1).max()),
-                    self.settings["max_new_tokens_ratio"],
-                    self.settings["min_new_tokens_budget"],
-                    self.settings["max_decoder_positions"],
-                ),
+                num_beams=self.decoding.num_beams,
+                max_new_tokens=budget,
             )
             for index, text in zip(chunk, decode_clean(self.tokenizer, generated), strict=True):
                 results[index] = text
         return results
 
 
-class TritonBackend:
+def _budget_batches(
+    lengths: dict[int, int], limit: int, settings: dict, batch_size: int
+) -> Iterator[tuple[int, list[int]]]:
+    """(generation budget, indices) batches: similar lengths together, one budget each."""
+    groups: dict[int, list[int]] = {}
+    for index, length in sorted(lengths.items(), key=lambda item: item[1]):
+        if length > limit:
+            continue
+        budget = max_new_tokens_for(
+            length,
+            settings["max_new_tokens_ratio"],
+            settings["min_new_tokens_budget"],
+            settings["max_decoder_positions"],
+        )
+        groups.setdefault(budget, []).append(index)
+    for budget, indices in groups.items():
+        for start in range(0, len(indices), batch_size):
+            yield budget, indices[start : start + batch_size]
+
+
+def score_pairs(model, tokenizer, sources: list[str], targets: list[str], batch_size: int):
+    """log P(target | source) for each pair under an HF seq2seq model (teacher forcing)."""
+    import torch
+    from transformers.models.bart.modeling_bart import shift_tokens_right
+
+    if not sources:
+        return np.zeros(0, np.float64)
+    source_ids = tokenizer(list(sources))["input_ids"]
+    target_ids = tokenizer(list(targets))["input_ids"]
+    order = sorted(range(len(sources)), key=lambda i: (len(source_ids[i]), len(target_ids[i])))
+    config = model.config
+    device = next(model.parameters()).device
+    scores = np.zeros(len(sources), np.float64)
+    with torch.inference_mode():
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin : begin + batch_size]
+            inputs = tokenizer.pad(
+                {"input_ids": [source_ids[i] for i in chunk]}, return_tensors="pt"
+            )
+            labels = tokenizer.pad(
+                {"input_ids": [target_ids[i] for i in chunk]}, return_tensors="pt"
+            )
+            label_mask = labels["attention_mask"].to(device)
+            label_ids = labels["input_ids"].to(device)
+            decoder_input = shift_tokens_right(
+                label_ids.masked_fill(label_mask == 0, config.pad_token_id),
+                config.pad_token_id,
+                config.decoder_start_token_id,
+            )
+            logits = model(
+                input_ids=inputs["input_ids"].to(device),
+                attention_mask=inputs["attention_mask"].to(device),
+                decoder_input_ids=decoder_input,
+            ).logits.float()
+            picked = torch.log_softmax(logits, dim=-1).gather(2, label_ids[..., None])[..., 0]
+            scores[chunk] = (picked * label_mask).sum(dim=1).double().cpu().numpy()
+    return scores
+
+
+class TritonClient:
     """The ``spellfix`` model of a running Triton server (``spellfix-serve``), over HTTP or gRPC.
 
     Requests carry up to the model's ``max_batch_size`` queries; the server's dynamic
@@ -144,20 +210,26 @@ class TritonBackend:
             config = self.client.get_model_config(model_name, as_json=True)["config"]
         self.batch_size = max(1, int(config.get("max_batch_size", 1)))
 
-    def correct(self, texts: list[str]) -> list[str]:
-        import numpy as np
-
-        results = list(texts)
+    def correct(self, texts: list[str]) -> list[Correction]:
+        results = [Correction(t, t, 1.0, None) for t in texts]
         todo = [i for i, text in enumerate(texts) if text.strip()]
+        names = ("CORRECTED", "CONFIDENCE", "SUGGESTION")
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             encoded = np.array([texts[i].encode("utf-8") for i in chunk], dtype=np.object_)
             request = self.client_module.InferInput("TEXT", [len(chunk), 1], "BYTES")
             request.set_data_from_numpy(encoded.reshape(-1, 1))
-            output = self.client_module.InferRequestedOutput("CORRECTED")
-            reply = self.client.infer(self.model_name, [request], outputs=[output])
-            for index, value in zip(chunk, reply.as_numpy("CORRECTED").reshape(-1), strict=True):
-                results[index] = value.decode("utf-8")
+            outputs = [self.client_module.InferRequestedOutput(name) for name in names]
+            reply = self.client.infer(self.model_name, [request], outputs=outputs)
+            corrected, confidence, suggestion = (reply.as_numpy(n).reshape(-1) for n in names)
+            for k, index in enumerate(chunk):
+                offered = suggestion[k].decode("utf-8")
+                results[index] = Correction(
+                    texts[index],
+                    corrected[k].decode("utf-8"),
+                    float(confidence[k]),
+                    offered or None,
+                )
         return results
 
 
@@ -182,22 +254,29 @@ def _onnx_providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def _load_torch(path: Path, **options) -> CorrectionBackend:
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"--device {device}: this torch build sees no CUDA GPU; use --device cpu"
+            )
+
+
+def _load_torch(path: Path, settings: DecodingSettings | None, **options):
     if (path / MANIFEST_NAME).is_file() and not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is an export directory; use backend='onnx' (or 'tensorrt') for it, "
             f"or pass the model directory for backend='torch'"
         )
-    return TorchBackend(
-        path,
-        device=options["device"],
-        batch_size=options["batch_size"],
-        num_beams=options["num_beams"],
-        max_new_tokens_ratio=options["max_new_tokens_ratio"],
+    _check_device(options["device"])
+    return TorchRunner.from_path(
+        path, device=options["device"], batch_size=options["batch_size"], settings=settings
     )
 
 
-def _load_onnx(path: Path, **options) -> CorrectionBackend:
+def _load_onnx(path: Path, settings: DecodingSettings | None, **options):
     from spellfix.export.ort_runner import OrtSeq2Seq
 
     _require_export_dir(path, "onnx")
@@ -205,26 +284,26 @@ def _load_onnx(path: Path, **options) -> CorrectionBackend:
         path,
         providers=_onnx_providers(options["device"]),
         intra_op_threads=options["intra_op_threads"],
-        num_beams=options["num_beams"],
-        max_new_tokens_ratio=options["max_new_tokens_ratio"],
+        num_beams=settings.num_beams if settings else 1,
+        max_new_tokens_ratio=settings.max_new_tokens_ratio if settings else None,
         batch_size=options["batch_size"],
     )
 
 
-def _load_tensorrt(path: Path, **options) -> CorrectionBackend:
+def _load_tensorrt(path: Path, settings: DecodingSettings | None, **options):
     from spellfix.export.tensorrt import TrtSeq2Seq
 
     _require_export_dir(path, "tensorrt")
     return TrtSeq2Seq(
         path,
-        num_beams=options["num_beams"],
-        max_new_tokens_ratio=options["max_new_tokens_ratio"],
+        num_beams=settings.num_beams if settings else 1,
+        max_new_tokens_ratio=settings.max_new_tokens_ratio if settings else None,
         batch_size=options["batch_size"],
     )
 
 
-# Back-end name -> loader taking (path, **options). "onnxruntime" is the issue's name for "onnx".
-BACKENDS: dict[str, Callable[..., CorrectionBackend]] = {
+# Back-end name -> loader taking (path, settings, **options). "onnxruntime" = "onnx".
+BACKENDS: dict[str, Callable] = {
     "torch": _load_torch,
     "onnx": _load_onnx,
     "onnxruntime": _load_onnx,
@@ -233,10 +312,14 @@ BACKENDS: dict[str, Callable[..., CorrectionBackend]] = {
 
 
 class Corrector:
-    """Batch spell correction through any back end; see the module docstring."""
+    """Batch spell correction through any back end; see the module docstring.
 
-    def __init__(self, backend: CorrectionBackend, name: str) -> None:
-        self.backend = backend
+    ``corrections`` returns a ``spellfix.decoding.Correction`` per query (correction,
+    confidence, "did you mean" suggestion); ``correct`` only the strings to search for.
+    """
+
+    def __init__(self, decoder, name: str) -> None:
+        self.decoder = decoder
         self.name = name
 
     @classmethod
@@ -246,44 +329,163 @@ class Corrector:
         backend: str = "torch",
         device: str = "cpu",
         batch_size: int = 64,
-        num_beams: int = 1,
-        max_new_tokens_ratio: float | None = None,
         intra_op_threads: int | None = None,
+        catalog: str | Path | None = None,
+        **decoding: object,
     ) -> Corrector:
         """Load a model dir (``torch``) or an export dir (``onnx``, ``tensorrt``).
 
-        ``max_new_tokens_ratio`` overrides the exported budget (tokens generated per input
-        token); ``intra_op_threads`` caps ONNX Runtime's thread pool.
+        ``decoding`` overrides the directory's saved decoding settings by name
+        (``apply_threshold=0.9``, ``num_beams=4``); ``catalog`` is a file of titles or
+        names (text, or csv/tsv with the first column) preferred over other words.
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
-        if batch_size < 1 or num_beams < 1:
-            raise ValueError("batch_size and num_beams must be >= 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-        loaded = BACKENDS[backend](
+        saved = load_settings(path) if path.is_dir() else None
+        settings = saved
+        if decoding:
+            base = saved or DecodingSettings(mode="generate", constraint="none")
+            settings = DecodingSettings.from_dict({**base.to_dict(), **decoding})
+        runner = BACKENDS[backend](
             path,
+            settings,
             device=device,
             batch_size=batch_size,
-            num_beams=num_beams,
-            max_new_tokens_ratio=max_new_tokens_ratio,
             intra_op_threads=intra_op_threads,
         )
-        return cls(loaded, name=f"{path.name} ({backend})")
+        decoder = load_decoder(
+            path,
+            runner,
+            settings,
+            catalog=read_catalog(catalog) if catalog else None,
+            warn=logger.warning,
+        )
+        return cls(decoder, name=f"{path.name} ({backend})")
 
     @classmethod
     def from_triton(
         cls, url: str, protocol: str = "http", model_name: str = "spellfix"
     ) -> Corrector:
         """Correct through a running Triton server, e.g. ``http://127.0.0.1:8000``."""
-        return cls(TritonBackend(url, protocol, model_name), name=f"{model_name}@{url} (triton)")
+        return cls(TritonClient(url, protocol, model_name), name=f"{model_name}@{url} (triton)")
+
+    def corrections(self, texts: list[str]) -> list[Correction]:
+        """One ``Correction`` per query, in input order; blank queries come back as they are."""
+        if isinstance(texts, str):
+            raise TypeError("corrections() takes a list of strings; wrap a query in a list")
+        return self.decoder.correct(list(texts))
 
     def correct(self, texts: list[str]) -> list[str]:
-        """Corrections in input order; empty strings are returned as they are."""
+        """What to search for, per query: the correction, or the query when unsure."""
         if isinstance(texts, str):
             raise TypeError("correct() takes a list of strings; wrap a single query in a list")
-        return self.backend.correct(list(texts))
+        return [c.correction for c in self.corrections(texts)]
+
+
+def read_catalog(path: str | Path) -> Lexicon:
+    """A catalog file (titles, artists, product names) as word and word-pair counts.
+
+    Read with the corpus reader, so a CSV/TSV catalog keeps every column, odd rows are
+    counted, and a missing, empty or binary file fails in one line naming it.
+    """
+    from data_synth.corpus import CorpusError, read_corpus
+
+    path = Path(path)
+    config = {
+        "source": "auto",
+        "path": str(path),
+        "columns": None,
+        "join_columns": False,
+        "field": "text",
+        "name": None,
+        "hub_config": None,
+        "split": "train",
+        "encoding": "utf-8",
+        "min_chars": 1,
+        "max_chars": None,
+        "max_queries": None,
+        "lowercase": False,
+        "builtin_words": 0,
+        "builtin_bigrams": 0,
+        "builtin_phrases": 0,
+    }
+    if path.suffix.lower() in (".csv", ".tsv", ".tab") and path.is_file():
+        config["columns"] = _all_columns(path)
+    try:
+        corpus = read_corpus(config)
+    except CorpusError as error:
+        raise ValueError(f"catalog {error}") from None
+    return Lexicon.from_texts(corpus.texts)
+
+
+def _all_columns(path: Path) -> list[str] | None:
+    """Every column of a CSV/TSV header: a catalog's titles and artists are all names."""
+    import csv
+
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
+    except (OSError, UnicodeDecodeError):
+        return None  # the corpus reader reports the file in one line
+    return [name for name in header if name] if header else None
+
+
+def _stdin_batches(size: int) -> Iterator[list[tuple[int, str | None]]]:
+    """Batches of (line number, text) as stdin delivers them; None for a line not in UTF-8.
+
+    Whatever has arrived is corrected at once (up to ``size`` lines a batch), so a pipe
+    that sends one query at a time gets one answer at a time, and a file is still
+    corrected in full batches. Lines are read as bytes, so one bad line loses no other,
+    and a CRLF line end is not part of the query.
+    """
+    try:
+        descriptor = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real stream (notebooks, tests)
+        descriptor = None
+    number = 0
+
+    def decoded(lines: list[bytes]) -> list[tuple[int, str | None]]:
+        nonlocal number
+        batch = []
+        for raw in lines:
+            number += 1
+            try:
+                batch.append((number, raw.decode("utf-8").rstrip("\r")))
+            except UnicodeDecodeError:
+                batch.append((number, None))
+        return batch
+
+    if descriptor is None:
+        lines = sys.stdin.read().encode("utf-8", "surrogateescape").splitlines()
+        for start in range(0, len(lines), size):
+            yield decoded(lines[start : start + size])
+        return
+    pending = b""
+    while chunk := os.read(descriptor, 1 << 16):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for start in range(0, len(lines), size):
+            yield decoded(lines[start : start + size])
+    if pending:
+        yield decoded([pending])
+
+
+def _emit(correction: Correction, as_json: bool) -> None:
+    if as_json:
+        record = {
+            "query": correction.query,
+            "correction": correction.correction,
+            "confidence": round(correction.confidence, 4),
+            "suggestion": correction.suggestion,
+        }
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    else:
+        print(correction.correction, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,14 +499,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="torch", choices=sorted(BACKENDS))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--num-beams", type=int, default=None, help="generate mode only")
+    parser.add_argument(
+        "--catalog", metavar="FILE", help="titles/names to prefer (text or csv/tsv)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="confidence needed to apply a change"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: query, correction, confidence, suggestion",
+    )
     parser.add_argument("queries", nargs="*", help="queries; read stdin lines when absent")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="spellfix-correct: %(message)s")
     if (args.model is None) == (args.triton is None):
         parser.error("give exactly one of --model and --triton")
-    queries = args.queries or [line.rstrip("\n") for line in sys.stdin]
+    if args.triton and (args.catalog or args.threshold is not None):
+        parser.error("--catalog and --threshold apply to --model; a server decides with its own")
+    overrides = {}
+    if args.num_beams is not None:
+        overrides["num_beams"] = args.num_beams
+    if args.threshold is not None:
+        overrides["apply_threshold"] = args.threshold
+        overrides["suggest_threshold"] = min(args.threshold, 0.3)
     try:
         if args.triton:
             corrector = Corrector.from_triton(args.triton, protocol=args.protocol)
@@ -314,17 +533,33 @@ def main(argv: list[str] | None = None) -> int:
                 backend=args.backend,
                 device=args.device,
                 batch_size=args.batch_size,
-                num_beams=args.num_beams,
+                catalog=args.catalog,
+                **overrides,
             )
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError, OSError) as error:
         print(f"spellfix-correct: {error}", file=sys.stderr)
         return 2
-    for query, correction in zip(queries, corrector.correct(queries), strict=True):
-        if args.json:
-            print(json.dumps({"query": query, "correction": correction}, ensure_ascii=False))
-        else:
-            print(correction)
-    return 0
+    if args.queries:
+        for correction in corrector.corrections(args.queries):
+            _emit(correction, args.json)
+        return 0
+    failed = 0
+    try:
+        for batch in _stdin_batches(args.batch_size):
+            good = [text for _, text in batch if text is not None]
+            answers = iter(corrector.corrections(good))
+            for number, text in batch:
+                if text is None:
+                    # An empty answer keeps the output aligned with the input lines.
+                    failed += 1
+                    print(f"spellfix-correct: stdin line {number}: not UTF-8", file=sys.stderr)
+                    print(json.dumps({"line": number, "error": "not UTF-8"}) if args.json else "")
+                    continue
+                _emit(next(answers), args.json)
+    except KeyboardInterrupt:
+        print("spellfix-correct: interrupted", file=sys.stderr)
+        return 130
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

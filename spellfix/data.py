@@ -21,7 +21,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +74,34 @@ def resolve_dataset_dir(data_cfg: DictConfig, noise_cfg: DictConfig) -> Path:
     return cached
 
 
+DIRECTIONS = ("channel", "forward")
+
+
 class PairEncoder:
-    """Tokenizes (noisy, clean) pairs into the model's inputs and labels, truncated."""
+    """Tokenizes (noisy, clean) pairs into the model's inputs and labels, truncated.
+
+    ``direction`` says what the model learns. ``channel``: how people misspell, clean ->
+    noisy, in lower case (the decoder lower-cases what it scores; see
+    ``spellfix.decoding``). ``forward``: the classic corrector, noisy -> clean.
+    """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, max_source_length: int, max_target_length: int
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_source_length: int,
+        max_target_length: int,
+        direction: str = "channel",
     ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"data.direction={direction!r}: choose one of {', '.join(DIRECTIONS)}")
         self.tokenizer = tokenizer
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
+        self.direction = direction
 
     def __call__(self, noisy: list[str], clean: list[str]) -> dict[str, list[list[int]]]:
+        if self.direction == "channel":
+            noisy, clean = [t.casefold() for t in clean], [t.casefold() for t in noisy]
         source = self.tokenizer(noisy, truncation=True, max_length=self.max_source_length)
         target = self.tokenizer(clean, truncation=True, max_length=self.max_target_length)
         return {"input_ids": source["input_ids"], "labels": target["input_ids"]}
@@ -139,23 +156,88 @@ class DynamicNoiseDataset(PairDataset):
     """
 
     def __init__(
-        self, clean: list[str], noise_cfg: Mapping, seed: int, encode: PairEncoder
+        self,
+        clean: list[str],
+        noise_cfg: Mapping,
+        seed: int,
+        encode: PairEncoder,
+        fixed: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._noise_cfg = noise_cfg
         self._seed = seed
         self._encode = encode
         self._epoch: int | None = None
-        labels = encode(clean, clean)["labels"]
-        super().__init__(input_ids=[], labels=labels, noisy=[], clean=clean)
+        self._drawn = len(clean)
+        self._fixed_noisy = [noisy for noisy, _ in fixed]  # real pairs keep their typos
+        super().__init__(input_ids=[], labels=[], noisy=[], clean=[*clean, *(c for _, c in fixed)])
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch == self._epoch:
             return
         noise = NoiseModel.from_config(self._noise_cfg, seed=self._seed + epoch)
-        self.noisy = [c.noisy for c in noise.corrupt_batch(self.clean)]
-        self.input_ids = self._encode(self.noisy, self.clean)["input_ids"]
+        drawn = [c.noisy for c in noise.corrupt_batch(self.clean[: self._drawn])]
+        self.noisy = drawn + self._fixed_noisy
+        encoded = self._encode(self.noisy, self.clean)
+        self.input_ids, self.labels = encoded["input_ids"], encoded["labels"]
         self._epoch = epoch
+
+
+def split_real_pairs(data_cfg: DictConfig, raw: DatasetDict) -> dict[str, list[tuple[str, str]]]:
+    """Real (typo, correct) pairs from ``data.pairs``, assigned to splits by their clean side.
+
+    A clean query the synthetic dataset already holds goes to that query's split, any
+    other one to a split drawn from its hash in the dataset's proportions, so no test
+    query is trained on. Training pairs are repeated until they make up
+    ``data.pairs_share`` of the training rows (at least once each).
+    """
+    from data_synth.build import split_key
+    from spellfix.evaluate import load_pairs
+
+    columns = data_cfg.get("pairs_columns") or {}
+    loaded = load_pairs(
+        data_cfg.pairs,
+        pairs_columns=(columns.get("source", "misspelled"), columns.get("target", "correct")),
+    )
+    owner = {split_key(text): name for name, split in raw.items() for text in split["clean"]}
+    sizes = {name: len(split) for name, split in raw.items()}
+    total = sum(sizes.values())
+    assigned: dict[str, list[tuple[str, str]]] = {name: [] for name in raw}
+    for noisy, clean in zip(loaded.sources, loaded.references, strict=True):
+        if not noisy.strip() or not clean.strip():
+            continue
+        key = split_key(clean)
+        name = owner.get(key)
+        if name is None:
+            point = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32 * total
+            bounds = accumulate(sizes.values())
+            name = next(n for n, bound in zip(sizes, bounds, strict=True) if point < bound)
+        assigned[name].append((noisy, clean))
+    share = float(data_cfg.get("pairs_share", 0.3))
+    if not 0 < share < 1:
+        raise ValueError(f"data.pairs_share={share!r}: expected a number in (0, 1)")
+    train = assigned.get("train", [])
+    if train:
+        wanted = share / (1 - share) * sizes["train"]
+        assigned["train"] = train * max(1, round(wanted / len(train)))
+    return assigned
+
+
+def _with_rows(split: Dataset, rows: list[tuple[str, str]]) -> Dataset:
+    """``split`` with (noisy, clean) rows appended (their ops: ``real``)."""
+    from datasets import concatenate_datasets
+
+    if not rows:
+        return split
+    extra = Dataset.from_dict(
+        {
+            "noisy": [noisy for noisy, _ in rows],
+            "clean": [clean for _, clean in rows],
+            "ops": [["real"] for _ in rows],
+        },
+        features=split.features,
+    )
+    return concatenate_datasets([split, extra])
 
 
 class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -363,7 +445,12 @@ class SpellDataModule(pl.LightningDataModule):
         self.noise_cfg = noise_cfg
         self.tokenizer = tokenizer
         self.seed = seed
-        self.encode = PairEncoder(tokenizer, data_cfg.max_source_length, data_cfg.max_target_length)
+        self.encode = PairEncoder(
+            tokenizer,
+            data_cfg.max_source_length,
+            data_cfg.max_target_length,
+            data_cfg.get("direction", "channel"),
+        )
         self.collate = PairCollator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of)
         self.dataset_dir: Path | None = None
         self.splits: dict[str, PairDataset] = {}
@@ -378,11 +465,14 @@ class SpellDataModule(pl.LightningDataModule):
             return
         self.dataset_dir = resolve_dataset_dir(self.cfg, self.noise_cfg)
         raw: DatasetDict = load_dataset_dir(self.dataset_dir)
+        real = split_real_pairs(self.cfg, raw) if self.cfg.get("pairs") else {}
         for name, split in raw.items():
+            if name in real:
+                split = _with_rows(split, real[name])
             if name == "train" and self.cfg.noise_mode == "dynamic":
                 noise = OmegaConf.to_container(self.noise_cfg, resolve=True)
                 self.splits[name] = DynamicNoiseDataset(
-                    list(split["clean"]), noise, self.seed, self.encode
+                    list(raw[name]["clean"]), noise, self.seed, self.encode, real.get(name, [])
                 )
                 continue
             tokenized = split.map(
@@ -404,6 +494,7 @@ class SpellDataModule(pl.LightningDataModule):
             self.tokenizer.backend_tokenizer.to_str(),
             str(self.cfg.max_source_length),
             str(self.cfg.max_target_length),
+            self.encode.direction,
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

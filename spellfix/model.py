@@ -3,7 +3,8 @@
 The module is deliberately thin around ``BartForConditionalGeneration``: the HF model
 stays the unit that is saved, exported and served, and this class adds only what
 training needs (loss with label smoothing, an AdamW that skips decay on norms and
-biases, a warmup schedule, and generation metrics on a capped validation sample).
+biases, a warmup schedule, and correction metrics on a capped validation sample, decoded
+as the trained model will be: ``spellfix.decoding`` with the run's lexicon).
 Its hyper-parameters are plain dicts, so a checkpoint loads with
 ``torch.load(weights_only=True)`` and the exporter can rebuild the model without
 importing this file.
@@ -22,7 +23,16 @@ import torch.nn.functional as F
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
+from spellfix.correct import score_pairs
 from spellfix.data import LABEL_PAD
+from spellfix.decoding import (
+    Correction,
+    DecodingSettings,
+    GenerativeDecoder,
+    Lexicon,
+    NoisyChannelDecoder,
+    max_new_tokens_for,
+)
 from spellfix.metrics import compute_metrics
 from spellfix.tokenizer import decode_clean, load_tokenizer
 
@@ -114,7 +124,8 @@ class SpellCorrector(pl.LightningModule):
         model_config: dict[str, Any] | None = None,
         pretrained: str | None = None,
         optim: dict[str, Any] | None = None,
-        generation: dict[str, Any] | None = None,
+        decoding: dict[str, Any] | None = None,
+        lexicon_path: str | None = None,
         attn_implementation: str = "sdpa",
         compile: bool = False,
         val_generation_samples: int = 256,
@@ -129,14 +140,23 @@ class SpellCorrector(pl.LightningModule):
                 "model_config": self.model.config.to_dict(),
                 "pretrained": pretrained,
                 "optim": dict(optim or {}),
-                "generation": dict(generation or {}),
+                "decoding": dict(decoding or {}),
+                "lexicon_path": lexicon_path,
                 "attn_implementation": attn_implementation,
                 "compile": compile,
                 "val_generation_samples": val_generation_samples,
             }
         )
         self.optim = dict(optim or {})
-        self.generation = dict(generation or {})
+        # A bare module (no lexicon) generates; training passes the run's decoding.
+        self.decoding = (
+            DecodingSettings.from_dict(dict(decoding))
+            if decoding
+            else DecodingSettings(mode="generate", constraint="none")
+        )
+        self.lexicon_path = lexicon_path
+        self.catalog: Lexicon | None = None  # set by training when decoding.catalog is given
+        self._lexicon: Lexicon | None = None
         self.val_generation_samples = val_generation_samples
         # The encoder-decoder stack without the LM head, compiled when asked. Kept in a
         # plain dict so the compiled wrapper is not registered as a second copy of the
@@ -202,24 +222,29 @@ class SpellCorrector(pl.LightningModule):
         }
 
     # -- evaluation -------------------------------------------------------------------
-    @torch.no_grad()
-    def correct_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
-        """Greedy (or beam) corrections with the exported model's generation budget."""
-        ratio = float(self.generation.get("max_new_tokens_ratio", 1.5))
-        floor = int(self.generation.get("min_new_tokens_budget", 8))
-        longest = int(attention_mask.sum(dim=1).max().item())
-        max_new = max(floor, math.ceil(ratio * longest))
-        generated = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            # Decoder tokens with the start token, so exactly max_new new ones; passing
-            # max_new_tokens instead makes transformers warn that the saved max_length is
-            # also set.
-            max_length=1 + max_new,
-            num_beams=int(self.generation.get("num_beams", 1)),
-            do_sample=False,
+    def corrections(self, texts: list[str]) -> list[Correction]:
+        """The corrections the saved model will make, with this module's weights.
+
+        Decoding as every back end does (``spellfix.decoding``), the model scored on
+        PyTorch; a channel model needs the run's lexicon (``lexicon_path``).
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._decoder().correct(texts)
+        finally:
+            self.model.train(was_training)
+
+    def _decoder(self):
+        if self.decoding.mode == "generate":
+            return GenerativeDecoder(_ModuleRunner(self), self.decoding)
+        if self._lexicon is None:
+            if not self.lexicon_path:
+                raise ValueError("a channel model decodes with a lexicon; lexicon_path is unset")
+            self._lexicon = Lexicon.load(self.lexicon_path)
+        return NoisyChannelDecoder(
+            self._lexicon, self.decoding, _ModuleRunner(self).score, catalog=self.catalog
         )
-        return decode_clean(self.tokenizer, generated.tolist())
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
@@ -231,7 +256,7 @@ class SpellCorrector(pl.LightningModule):
         take = min(self.val_generation_samples - len(seen), batch_size, self._quota(stage))
         if take <= 0:
             return
-        predictions = self.correct_batch(batch["input_ids"][:take], batch["attention_mask"][:take])
+        predictions = [c.correction for c in self.corrections(list(batch["noisy"][:take]))]
         seen.extend(zip(batch["noisy"][:take], predictions, batch["clean"][:take], strict=True))
 
     def _quota(self, stage: str) -> int:
@@ -274,3 +299,35 @@ class SpellCorrector(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+
+class _ModuleRunner:
+    """The module's model as a decoding runner: scores, and generation for forward models."""
+
+    def __init__(self, module: SpellCorrector) -> None:
+        self.module = module
+
+    def score(self, sources: list[str], targets: list[str]):
+        module = self.module
+        return score_pairs(module.model, module.tokenizer, sources, targets, batch_size=512)
+
+    @torch.no_grad()
+    def correct(self, texts: list[str]) -> list[str]:
+        """Greedy (or beam) generation, each query with its own budget."""
+        module, settings = self.module, self.module.decoding
+        results = list(texts)
+        for index, text in enumerate(texts):
+            if not text.strip():
+                continue
+            encoded = module.tokenizer([text], return_tensors="pt").to(module.device)
+            budget = max_new_tokens_for(
+                int(encoded["attention_mask"].sum()),
+                settings.max_new_tokens_ratio,
+                settings.min_new_tokens_budget,
+                module.model.config.max_position_embeddings,
+            )
+            generated = module.model.generate(
+                **encoded, max_length=1 + budget, num_beams=settings.num_beams, do_sample=False
+            )
+            results[index] = decode_clean(module.tokenizer, generated.tolist())[0]
+        return results

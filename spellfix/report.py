@@ -248,8 +248,16 @@ def write_report(run_dir: Path | str) -> Path:
         lines.append("")
     samples = (run.result or {}).get("samples") or []
     if samples:
-        lines += ["## Sample corrections", "", "| query | corrected |", "|---|---|"]
-        lines += [f"| {query} | {corrected} |" for query, corrected in samples]
+        lines += [
+            "## Sample corrections",
+            "",
+            "| query | corrected | confidence |",
+            "|---|---|---:|",
+        ]
+        # Runs from before confidences were recorded hold (query, corrected) pairs.
+        lines += [
+            f"| {row[0]} | {row[1]} | {_fmt(row[2]) if len(row) > 2 else '-'} |" for row in samples
+        ]
         lines.append("")
     lines += _image("Loss", _plot_series([run], LOSS_PANELS, plots / "loss.png"), root)
     lines += _image(

@@ -35,12 +35,17 @@ from rich.table import Table
 
 import spellfix
 from data_synth.build import load_dataset_dir
+from data_synth.corpus import resolve_source
 from data_synth.paths import CONF_DIR
+from spellfix.calibrate import CalibrationReport, calibrate
 from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.batch_size import ThroughputTuner, load_search
 from spellfix.callbacks.samples import log_model_artifact
 from spellfix.config import UserConfigError, checked_main
+from spellfix.correct import read_catalog
 from spellfix.data import SpellDataModule, resolve_dataset_dir
+from spellfix.decoding import CATALOG_FILE, LEXICON_FILE, DecodingSettings, save_settings
+from spellfix.lexicon import build_lexicon
 from spellfix.model import SpellCorrector
 from spellfix.report import write_report
 from spellfix.tokenizer import load_tokenizer, train_tokenizer
@@ -115,6 +120,78 @@ def prepare_tokenizer(
     return tokenizer_dir
 
 
+# conf/decoding keys that are not saved decoding settings: they build the lexicon and
+# drive calibration.
+_LEXICON_KEYS = ("english", "corpus_share", "lexicon", "catalog")
+_CALIBRATION_KEYS = (
+    "calibrate",
+    "target_overcorrection",
+    "target_oversuggestion",
+    "hidden_word_share",
+    "calibration_queries",
+)
+
+
+def decoding_settings(cfg: DictConfig) -> DecodingSettings:
+    """The decoding a run starts from: conf/decoding, in the mode of data.direction."""
+    values = OmegaConf.to_container(cfg.decoding, resolve=True)
+    for key in (*_LEXICON_KEYS, *_CALIBRATION_KEYS):
+        values.pop(key, None)
+    if cfg.data.get("direction", "channel") == "channel":
+        return DecodingSettings.from_dict({**values, "mode": "channel"})
+    if values["constraint"] != "none":
+        raise UserConfigError(
+            f"decoding.constraint={values['constraint']}: a forward model (data.direction="
+            "forward) generates freely; use decoding.constraint=none or data.direction=channel"
+        )
+    return DecodingSettings.from_dict({**values, "mode": "generate"})
+
+
+def prepare_lexicon(cfg: DictConfig, dataset_dir: Path, run_dir: Path) -> Path:
+    """``<run_dir>/lexicon.tsv`` (and ``catalog.tsv``), built once per run, idempotently."""
+    path = run_dir / LEXICON_FILE
+    if path.is_file():
+        return path
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    builtin = resolve_source(manifest.get("corpus") or {"source": "builtin"}) == "builtin"
+    clean = [] if builtin else list(load_dataset_dir(dataset_dir)["train"]["clean"])
+    lexicon = build_lexicon(
+        clean,
+        builtin_corpus=builtin,
+        english=bool(cfg.decoding.english),
+        corpus_share=float(cfg.decoding.corpus_share),
+        files=list(cfg.decoding.lexicon or []),
+    )
+    if cfg.decoding.catalog:
+        read_catalog(cfg.decoding.catalog).save(run_dir / CATALOG_FILE)
+    staging = path.with_name(path.name + ".tmp")
+    lexicon.save(staging)
+    staging.replace(path)
+    return path
+
+
+def calibrate_decoding(
+    module: SpellCorrector, dataset_dir: Path, cfg: DictConfig
+) -> CalibrationReport | None:
+    """Choose the decoding weights and thresholds on the validation split (channel models)."""
+    if module.decoding.mode != "channel" or not cfg.decoding.calibrate:
+        return None
+    validation = load_dataset_dir(dataset_dir)["validation"]
+    module.model.eval()
+    report = calibrate(
+        module._decoder(),
+        list(validation["noisy"]),
+        list(validation["clean"]),
+        target_overcorrection=float(cfg.decoding.target_overcorrection),
+        target_oversuggestion=float(cfg.decoding.target_oversuggestion),
+        hidden_word_share=float(cfg.decoding.hidden_word_share),
+        max_queries=int(cfg.decoding.calibration_queries),
+        seed=int(cfg.seed),
+    )
+    module.decoding = report.settings
+    return report
+
+
 def batch_size_tuner(cfg: DictConfig, run_dir: Path, resume: str | None) -> Callback | None:
     """The search when ``tuner.batch_size=auto``; a resumed run reuses its earlier choice."""
     mode = cfg.tuner.batch_size
@@ -171,11 +248,10 @@ def save_model_dir(
     cfg: DictConfig,
     manifest: dict,
     metrics: dict,
+    calibration: CalibrationReport | None = None,
 ) -> None:
-    """Write the best weights as an HF directory (safetensors) with tokenizer and metadata."""
-    if best_ckpt:
-        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+    """Write the module's weights as an HF directory (safetensors) with its tokenizer, its
+    decoding settings and lexicon, and metadata."""
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     module.model.save_pretrained(tmp, safe_serialization=True)
     module.tokenizer.save_pretrained(tmp)
@@ -186,23 +262,31 @@ def save_model_dir(
         "config": OmegaConf.to_container(cfg, resolve=True),
         "data_manifest": manifest,
         "metrics": metrics,
+        "calibration": calibration.to_dict() if calibration else None,
     }
     (tmp / "spellfix.json").write_text(json.dumps(meta, indent=2, default=str))
+    save_settings(module.decoding, tmp)
+    if module.lexicon_path:
+        shutil.copyfile(module.lexicon_path, tmp / LEXICON_FILE)
+        catalog = Path(module.lexicon_path).with_name(CATALOG_FILE)
+        if catalog.is_file():
+            shutil.copyfile(catalog, tmp / CATALOG_FILE)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     tmp.rename(model_dir)
 
 
 def print_summary(
-    run_dir: Path, samples: list[tuple[str, str]], metrics: dict[str, float], seconds: float
+    run_dir: Path, samples: list[tuple[str, str, float]], metrics: dict[str, float], seconds: float
 ) -> None:
     table = Table(title="Sample corrections", show_lines=False)
     table.add_column("query")
     table.add_column("corrected")
-    for query, corrected in samples:
-        table.add_row(query, corrected)
+    table.add_column("confidence", justify="right")
+    for query, corrected, confidence in samples:
+        table.add_row(query, corrected, f"{confidence:.2f}")
     console.print(table)
-    shown = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+    shown = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/", "calibration/"))}
     if shown:
         metric_table = Table(title="Metrics")
         metric_table.add_column("metric")
@@ -229,17 +313,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.data, cfg.noise, tokenizer, seed=cfg.seed, accelerator=cfg.trainer.accelerator
     )
 
+    settings = decoding_settings(cfg)
+    lexicon_path = (
+        prepare_lexicon(cfg, dataset_dir, run_dir) if settings.mode == "channel" else None
+    )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     module = SpellCorrector(
         tokenizer_dir=str(tokenizer_dir),
         model_config=model_cfg["config"],
         pretrained=model_cfg["pretrained"],
         optim=model_cfg["optim"],
-        generation=model_cfg["generation"],
+        decoding=settings.to_dict(),
+        lexicon_path=str(lexicon_path) if lexicon_path else None,
         attn_implementation=model_cfg["attn_implementation"],
         compile=model_cfg["compile"],
         val_generation_samples=model_cfg["val_generation_samples"],
     )
+    if lexicon_path and (lexicon_path.parent / CATALOG_FILE).is_file():
+        from spellfix.decoding import Lexicon
+
+        module.catalog = Lexicon.load(lexicon_path.parent / CATALOG_FILE)
     callbacks = build_callbacks(cfg.callbacks, run_dir, checkpoint_dir)
     tuner = batch_size_tuner(cfg, run_dir, resume)
     if tuner:
@@ -256,17 +349,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    calibration = calibrate_decoding(module, Path(datamodule.dataset_dir), cfg)
+    if calibration:
+        console.print(calibration.summary())
+        metrics.update(
+            {
+                "calibration/accuracy": calibration.accuracy,
+                "calibration/overcorrection": calibration.overcorrection,
+                "calibration/apply_threshold": calibration.settings.apply_threshold,
+            }
+        )
     if cfg.run_test:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     model_dir = run_dir / "model"
-    save_model_dir(module, best or None, model_dir, cfg, datamodule.manifest, metrics)
+    save_model_dir(module, best or None, model_dir, cfg, datamodule.manifest, metrics, calibration)
 
     result = {"run_dir": str(run_dir), "model_dir": str(model_dir), "metrics": metrics}
     if trainer.is_global_zero:
-        queries = list(cfg.sample_queries)
-        corrected = correct_queries(module, queries)
-        result["samples"] = list(zip(queries, corrected, strict=True))
+        result["samples"] = correct_queries(module, list(cfg.sample_queries))
         (run_dir / "result.json").write_text(json.dumps(result, indent=2))
         log_model_artifact(trainer.loggers, model_dir, name=f"{cfg.paths.run_name}-model")
         result["report"] = str(write_report(run_dir))
@@ -276,12 +380,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def correct_queries(module: SpellCorrector, queries: list[str]) -> list[str]:
-    module.eval()
-    encoded = module.tokenizer(
-        queries, return_tensors="pt", padding=True, truncation=True, max_length=64
-    ).to(module.device)
-    return module.correct_batch(encoded["input_ids"], encoded["attention_mask"])
+def correct_queries(module: SpellCorrector, queries: list[str]) -> list[tuple[str, str, float]]:
+    """(query, correction, confidence) as the saved model will answer them."""
+    return [(c.query, c.correction, c.confidence) for c in module.corrections(queries)]
 
 
 def _link(link: Path, target: Path) -> None:

@@ -84,18 +84,19 @@ def _export_onnx_format(cfg: DictConfig, staging: Path) -> dict:
         int8_min_greedy_agreement=cfg.validation.int8_min_greedy_agreement,
         validation_queries=queries,
         validation_source=source,
-        max_new_tokens_ratio=cfg.generation.max_new_tokens_ratio,
-        min_new_tokens_budget=cfg.generation.min_new_tokens_budget,
     )
     validation = manifest["validation"]
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in validation["max_abs_diff"].items())
-    greedy = validation["greedy"]
+    greedy, decoded = validation["greedy"], validation["corrections"]
     return {
         "files": sorted(manifest["files"]),
         "verified": [
             f"max abs diff vs PyTorch (tolerance {validation['tolerance']:g}): {diffs}",
             f"greedy identical to PyTorch on {greedy['identical']}/{greedy['queries']} "
             f"queries from {greedy['source']}",
+            f"corrections identical to PyTorch on {decoded['identical']}/{decoded['queries']} "
+            f"queries ({decoded['mode']} decoding; confidence max abs diff "
+            f"{decoded['max_confidence_diff']:.1e})",
         ],
     }
 

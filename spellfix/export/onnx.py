@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import string
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spellfix.export.ort_runner import MANIFEST_NAME, OrtSeq2Seq, max_new_tokens_for
+from spellfix.decoding import (
+    CATALOG_FILE,
+    DECODING_FILE,
+    LEXICON_FILE,
+    DecodingSettings,
+    GenerativeDecoder,
+    load_decoder,
+    load_settings,
+    max_new_tokens_for,
+)
+from spellfix.export.ort_runner import MANIFEST_NAME, OrtSeq2Seq
 
 logger = logging.getLogger(__name__)
 
@@ -317,12 +328,13 @@ def export_onnx(
     int8_min_greedy_agreement: float = 0.9,
     validation_queries: list[str] | None = None,
     validation_source: str = "built-in",
-    max_new_tokens_ratio: float = 1.5,
-    min_new_tokens_budget: int = 8,
 ) -> dict:
-    """Write ``encoder.onnx``, ``decoder.onnx``, the tokenizer and ``manifest.json`` into
+    """Write ``encoder.onnx``, ``decoder.onnx``, the tokenizer, the model's decoding files
+    (``decoding.json``, ``lexicon.tsv``, ``catalog.tsv``) and ``manifest.json`` into
     ``output_dir`` (a fresh directory the caller discards on failure) and validate them.
 
+    The generation budget and every other decoding setting come from the trained model's
+    ``decoding.json``, so the export decodes as the model was calibrated to.
     Raises ``ExportValidationError`` when any check fails. Returns the manifest.
     """
     if precision not in ("fp32", "fp16", "int8"):
@@ -334,7 +346,13 @@ def export_onnx(
     loaded = load_seq2seq(model_path)
     model, tokenizer = loaded.model, loaded.tokenizer
     config = model.config
-    settings = generation_settings(model, max_new_tokens_ratio, min_new_tokens_budget)
+    model_dir = Path(model_path) if Path(model_path).is_dir() else None
+    decoding = (load_settings(model_dir) if model_dir else None) or DecodingSettings(
+        mode="generate", constraint="none"
+    )
+    settings = generation_settings(
+        model, decoding.max_new_tokens_ratio, decoding.min_new_tokens_budget
+    )
     layers = config.decoder_layers
     names = {
         "past": _kv_names("past", layers),
@@ -355,6 +373,9 @@ def export_onnx(
             reduce_precision(output_dir / graph)
     progress.update()
     tokenizer.save_pretrained(str(output_dir))
+    for name in (DECODING_FILE, LEXICON_FILE, CATALOG_FILE):
+        if model_dir is not None and (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, output_dir / name)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -659,6 +680,52 @@ def validate_export(
         "tolerance": tolerance,
         "max_abs_diff": differences,
         "greedy": {"queries": total, "identical": identical, "mismatches": mismatches[:10]},
+        "corrections": _compare_corrections(
+            export_dir, runner, loaded, queries, min_greedy_agreement
+        ),
+    }
+
+
+def _compare_corrections(
+    export_dir: str | Path,
+    runner: OrtSeq2Seq,
+    loaded: LoadedModel,
+    queries: list[str],
+    min_agreement: float,
+) -> dict:
+    """Full decoding (lexicon, confidence, thresholds) on ONNX Runtime against PyTorch.
+
+    What a user gets is the decoded correction, so that is what must agree: every query
+    in fp32, ``min_agreement`` of them in reduced precision.
+    """
+    from spellfix.correct import TorchRunner
+
+    exported = load_decoder(export_dir, runner)
+    reference = (
+        exported.with_scorer(
+            TorchRunner(loaded.model, loaded.tokenizer, settings=exported.settings)
+        )
+        if isinstance(exported, GenerativeDecoder)
+        else exported.with_scorer(
+            TorchRunner(loaded.model, loaded.tokenizer, settings=exported.settings).score
+        )
+    )
+    got, want = exported.correct(queries), reference.correct(queries)
+    mismatches = [g.query for g, w in zip(got, want, strict=True) if g.correction != w.correction]
+    agreement = 1 - len(mismatches) / len(queries)
+    if agreement < min_agreement:
+        raise ExportValidationError(
+            f"decoded corrections differ from PyTorch on {len(mismatches)}/{len(queries)} "
+            f"queries (first: {mismatches[0]!r}); required agreement {min_agreement:.0%}"
+        )
+    return {
+        "mode": exported.settings.mode,
+        "queries": len(queries),
+        "identical": len(queries) - len(mismatches),
+        "mismatches": mismatches[:10],
+        "max_confidence_diff": max(
+            abs(g.confidence - w.confidence) for g, w in zip(got, want, strict=True)
+        ),
     }
 
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+try:
+    from spellfix.decoding import max_new_tokens_for
+except ImportError:  # inside the Triton python backend, decoding.py sits next to this file
+    from decoding import max_new_tokens_for
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +40,6 @@ _OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def max_new_tokens_for(input_length: int, ratio: float, minimum: int, max_positions: int) -> int:
-    """How many tokens a correction of an ``input_length``-token query may generate.
-
-    A correction is about as long as its query, so the budget scales with the input
-    (``ratio`` leaves room for split words); ``minimum`` keeps short queries from being cut
-    and the decoder's position table caps it (one position goes to the start token).
-    """
-    budget = max(minimum, math.ceil(ratio * input_length))
-    return max(1, min(budget, max_positions - 1))
 
 
 def load_manifest(export_dir: str | Path) -> dict:
@@ -122,6 +115,7 @@ class OrtSeq2Seq:
             raise ValueError(f"num_beams must be >= 1, got {num_beams}")
         self.num_beams = num_beams
         self.batch_size = batch_size
+        self.score_batch_size = 8 * batch_size
         self.kv = self.manifest["kv_cache"]
         self.tokenizer = Tokenizer.from_file(str(self.export_dir / self.manifest["tokenizer"]))
         self.tokenizer.no_padding()
@@ -130,30 +124,43 @@ class OrtSeq2Seq:
 
     # ------------------------------------------------------------------ text in, text out
     def correct(self, texts: list[str]) -> list[str]:
-        """Correct each query; empty (or blank) strings come back unchanged without a model call.
+        """Generated corrections; blank and over-long inputs come back unchanged.
 
-        Queries are sorted by token length before batching so a batch carries little
-        padding, then returned in the caller's order.
+        Queries are sorted by token length and batched with others of the same generation
+        budget, so little compute goes to padding and a query's output never depends on
+        what else is in its batch.
         """
         results = list(texts)
         todo = [i for i, text in enumerate(texts) if text.strip()]
         encodings = self.tokenizer.encode_batch([texts[i] for i in todo])
-        truncated = [texts[i] for i, enc in zip(todo, encodings, strict=True) if enc.overflowing]
-        if truncated:
+        too_long = [texts[i] for i, enc in zip(todo, encodings, strict=True) if enc.overflowing]
+        if too_long:
             logger.warning(
-                "%d input(s) longer than %d tokens were truncated (first: %.60r)",
-                len(truncated),
+                "%d input(s) longer than %d tokens left as they are (first: %.60r)",
+                len(too_long),
                 self.max_input_tokens,
-                truncated[0],
+                too_long[0],
             )
-        order = sorted(range(len(todo)), key=lambda k: len(encodings[k].ids))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            input_ids, attention_mask = self.pad([encodings[k].ids for k in chunk])
-            generated = self.generate(input_ids, attention_mask)
-            for k, text in zip(chunk, self.decode(generated), strict=True):
-                results[todo[k]] = text
+        groups: dict[int, list[int]] = {}
+        for k in sorted(range(len(todo)), key=lambda k: len(encodings[k].ids)):
+            if not encodings[k].overflowing:
+                groups.setdefault(self._budget(len(encodings[k].ids)), []).append(k)
+        for budget, members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                input_ids, attention_mask = self.pad([encodings[k].ids for k in chunk])
+                generated = self.generate(input_ids, attention_mask, max_new_tokens=budget)
+                for k, text in zip(chunk, self.decode(generated), strict=True):
+                    results[todo[k]] = text
         return results
+
+    def _budget(self, input_length: int) -> int:
+        return max_new_tokens_for(
+            input_length,
+            self.generation["max_new_tokens_ratio"],
+            self.generation["min_new_tokens_budget"],
+            self.generation["max_decoder_positions"],
+        )
 
     def pad(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad token id lists into ``input_ids`` and ``attention_mask`` (int64)."""
@@ -164,6 +171,44 @@ class OrtSeq2Seq:
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
         return input_ids, attention_mask
+
+    def score(self, sources: list[str], targets: list[str]) -> np.ndarray:
+        """log P(target | source) under the model, summed over the target's tokens.
+
+        Teacher forcing through the same two graphs as generation: the decoder gets the
+        whole shifted target at once with an empty past. Pairs are sorted by length and
+        batched by ``score_batch_size``, so padding stays small.
+        """
+        if not sources:
+            return np.zeros(0, np.float64)
+        source_ids = [e.ids for e in self.tokenizer.encode_batch(list(sources))]
+        target_ids = [e.ids for e in self.tokenizer.encode_batch(list(targets))]
+        order = sorted(range(len(sources)), key=lambda i: (len(source_ids[i]), len(target_ids[i])))
+        scores = np.zeros(len(sources), np.float64)
+        start_token, pad = (
+            self.generation["decoder_start_token_id"],
+            self.generation["pad_token_id"],
+        )
+        for begin in range(0, len(order), self.score_batch_size):
+            chunk = order[begin : begin + self.score_batch_size]
+            input_ids, attention_mask = self.pad([source_ids[i] for i in chunk])
+            labels, label_mask = self.pad([target_ids[i] for i in chunk])
+            decoder_input = np.concatenate(
+                [np.full((len(chunk), 1), start_token, np.int64), labels[:, :-1]], axis=1
+            )
+            decoder_input[:, 1:][label_mask[:, :-1] == 0] = pad
+            cross = self._encode(input_ids, attention_mask)
+            logits = self._all_logits(decoder_input, attention_mask, cross)
+            picked = np.take_along_axis(_log_softmax(logits), labels[:, :, None], axis=2)[..., 0]
+            scores[chunk] = (picked * label_mask).sum(axis=1)
+        return scores
+
+    def _all_logits(self, decoder_input: np.ndarray, encoder_mask: np.ndarray, cross) -> np.ndarray:
+        """Decoder logits at every position of ``decoder_input`` (no cache)."""
+        feeds = {"decoder_input_ids": decoder_input, "encoder_attention_mask": encoder_mask}
+        feeds.update(zip(self.kv["past"], self._empty_past(len(decoder_input)), strict=True))
+        feeds.update(zip(self.kv["cross"], [self._host(c) for c in cross], strict=True))
+        return self.decoder.run(["logits"], feeds)[0].astype(np.float32)
 
     def decode(self, generated: np.ndarray) -> list[str]:
         """Token ids (as ``generate`` returns them) to text, without specials or prefix space."""
@@ -184,12 +229,7 @@ class OrtSeq2Seq:
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         if max_new_tokens is None:
-            max_new_tokens = max_new_tokens_for(
-                int(attention_mask.sum(axis=1).max()),
-                self.generation["max_new_tokens_ratio"],
-                self.generation["min_new_tokens_budget"],
-                self.generation["max_decoder_positions"],
-            )
+            max_new_tokens = self._budget(int(attention_mask.sum(axis=1).max()))
         cross = self._encode(input_ids, attention_mask)
         beams = num_beams or self.num_beams
         if beams == 1:

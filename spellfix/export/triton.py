@@ -1,8 +1,9 @@
 """An ONNX export -> a Triton model repository that serves the corrector with dynamic batching.
 
-The public model is always ``spellfix``: one string in (``TEXT``), one string out
-(``CORRECTED``), batched by Triton's dynamic batcher. Two layouts exist because they trade
-differently:
+The public model is always ``spellfix``: one string in (``TEXT``); out come the
+correction (``CORRECTED``), its confidence (``CONFIDENCE``) and a "did you mean"
+suggestion (``SUGGESTION``, empty when none), batched by Triton's dynamic batcher. Two
+layouts exist because they trade differently:
 
 - ``inprocess``: one Python-backend model tokenizes, runs the ONNX encoder and the KV-cache
   decoder loop with ONNX Runtime for the whole dynamic batch, and detokenizes. Fewest
@@ -15,10 +16,11 @@ differently:
   small Python-backend ONNX Runtime models over the very same ONNX files.
 
 The Python model files (``triton_models/``) import only numpy, tokenizers and onnxruntime,
-plus ``ort_runner.py`` copied next to them: they run in the server's Python, which has
-neither torch nor spellfix. Every ``config.pbtxt`` is parsed into Triton's ``ModelConfig``
-protobuf before the repository is moved into place, so a broken config fails here with
-its parse error instead of at server start.
+plus ``ort_runner.py`` and ``decoding.py`` copied next to them: they run in the server's
+Python, which has neither torch nor spellfix, and decode exactly as every other back end.
+Every ``config.pbtxt`` is parsed into Triton's ``ModelConfig`` protobuf before the
+repository is moved into place, so a broken config fails here with its parse error
+instead of at server start.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spellfix.decoding import CATALOG_FILE, DECODING_FILE, LEXICON_FILE
 from spellfix.export.ort_runner import MANIFEST_NAME, load_manifest
 
 PUBLIC_MODEL = "spellfix"
@@ -42,7 +45,10 @@ ANALYZER_CONFIG = "model_analyzer.yaml"
 EXPORT_SUBDIR = "export"
 MODEL_FILES_DIR = Path(__file__).resolve().parent / "triton_models"
 ORT_RUNNER = Path(__file__).resolve().parent / "ort_runner.py"
+DECODING = Path(__file__).resolve().parent.parent / "decoding.py"
 TENSORRT_ENGINE_DIR = "tensorrt"  # where spellfix.export.tensorrt writes <graph>.plan
+
+DECODING_FILES = (DECODING_FILE, LEXICON_FILE, CATALOG_FILE)
 
 LAYOUTS = ("inprocess", "bls")
 GRAPH_BACKENDS = ("python", "onnxruntime", "tensorrt")
@@ -190,7 +196,11 @@ def public_model_config(settings: RepositorySettings) -> str:
         'backend: "python"\n'
         f"max_batch_size: {settings.max_batch_size}\n"
         'input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
-        'output [ { name: "CORRECTED" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+        "output [\n"
+        '  { name: "CORRECTED" data_type: TYPE_STRING dims: [ 1 ] },\n'
+        '  { name: "CONFIDENCE" data_type: TYPE_FP32 dims: [ 1 ] },\n'
+        '  { name: "SUGGESTION" data_type: TYPE_STRING dims: [ 1 ] }\n'
+        "]\n"
     )
     if settings.dynamic_batching:
         preferred = ""
@@ -252,8 +262,10 @@ def _write_public_model(
     version.mkdir(parents=True)
     shutil.copy2(MODEL_FILES_DIR / "spellfix" / "model.py", version / "model.py")
     shutil.copy2(ORT_RUNNER, version / ORT_RUNNER.name)
+    shutil.copy2(DECODING, version / DECODING.name)
     files = [export_dir / MANIFEST_NAME]
     files += [export_dir / f for f in manifest["files"] if f.startswith("tokenizer")]
+    files += [export_dir / f for f in manifest["files"] if f in DECODING_FILES]
     if settings.layout == "inprocess":
         files += _graph_files(export_dir, manifest, "encoder")
         files += _graph_files(export_dir, manifest, "decoder")

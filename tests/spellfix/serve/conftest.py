@@ -1,4 +1,4 @@
-"""One export of the shared tiny model with both Triton layouts, and a server per layout.
+"""One export of the tiny channel model with both Triton layouts, and a server per layout.
 
 The export goes through ``spellfix-export``'s ``export(cfg)`` with ``formats=[onnx,triton]``
 (the inprocess repository), and the bls repository is written from the same ONNX files.
@@ -26,14 +26,14 @@ def compose_export(*overrides: str):
 
 
 @pytest.fixture(scope="session")
-def triton_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def triton_export(tiny_channel_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``{"export_dir": ..., "inprocess": <repository>, "bls": <repository>, "summary": ...}``."""
     from spellfix.export.cli import export
     from spellfix.export.triton import RepositorySettings, write_repository
 
     export_dir = tmp_path_factory.mktemp("triton") / "tiny"
     cfg = compose_export(
-        f"model_path={tiny_model_dir}",
+        f"model_path={tiny_channel_dir}",
         f"output_dir={export_dir}",
         "formats=[onnx,triton]",
         "validation.num_queries=20",

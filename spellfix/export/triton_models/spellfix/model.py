@@ -1,8 +1,9 @@
 """Triton Python-backend model ``spellfix``: a dynamic batch of queries in, corrections out.
 
 Runs inside tritonserver's Python, which has numpy, tokenizers and onnxruntime but neither
-torch nor spellfix; ``ort_runner.py`` is copied next to this file by
-``spellfix.export.triton``. The ``layout`` parameter of config.pbtxt decides who runs the
+torch nor spellfix; ``ort_runner.py`` and ``decoding.py`` are copied next to this file by
+``spellfix.export.triton``, so the server decodes (lexicon, confidence, suggestions) as
+every other back end does. The ``layout`` parameter of config.pbtxt decides who runs the
 graphs:
 
 - ``inprocess``: ONNX Runtime sessions in this process (``ort_runner.OrtSeq2Seq``);
@@ -10,7 +11,7 @@ graphs:
   Business Logic Scripting, so they can run on the onnxruntime or TensorRT backends.
 
 Either way every request of the dynamic batch is corrected in one ``correct`` call, so the
-decoder loop runs once for the whole batch. A request with bytes that are not UTF-8 gets an
+model runs once for the whole batch. A request with bytes that are not UTF-8 gets an
 error response of its own; the others in the batch are still answered.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from decoding import load_decoder
 from ort_runner import OrtSeq2Seq
 
 
@@ -80,14 +82,15 @@ class TritonPythonModel:
         export_dir = version_dir / parameters["export_dir"]
         batch_size = max(1, int(config.get("max_batch_size", 1)))
         if parameters["layout"] == "bls":
-            self.runner = BlsSeq2Seq(export_dir, batch_size=batch_size)
+            runner = BlsSeq2Seq(export_dir, batch_size=batch_size)
         else:
             threads = parameters.get("intra_op_threads")
-            self.runner = OrtSeq2Seq(
+            runner = OrtSeq2Seq(
                 export_dir,
                 intra_op_threads=int(threads) if threads else None,
                 batch_size=batch_size,
             )
+        self.decoder = load_decoder(export_dir, runner, warn=print)
 
     def execute(self, requests: list) -> list:
         responses = [None] * len(requests)
@@ -100,12 +103,20 @@ class TritonPythonModel:
                 responses[index] = _error(f"TEXT is not valid UTF-8: {error}")
         batch = [text for texts in texts_of.values() for text in texts]
         try:
-            corrections = iter(self.runner.correct(batch))
+            corrections = iter(self.decoder.correct(batch))
         except Exception as error:  # one failed batch must not take the model down
             message = f"correction failed: {type(error).__name__}: {error}"
             return [response or _error(message) for response in responses]
         for index, texts in texts_of.items():
-            corrected = [next(corrections).encode("utf-8") for _ in texts]
-            output = np.array(corrected, dtype=np.object_).reshape(-1, 1)
-            responses[index] = pb_utils.InferenceResponse([pb_utils.Tensor("CORRECTED", output)])
+            answers = [next(corrections) for _ in texts]
+            strings = [a.correction.encode("utf-8") for a in answers]
+            offered = [(a.suggestion or "").encode("utf-8") for a in answers]
+            confidence = np.array([a.confidence for a in answers], np.float32).reshape(-1, 1)
+            responses[index] = pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor("CORRECTED", np.array(strings, np.object_).reshape(-1, 1)),
+                    pb_utils.Tensor("CONFIDENCE", confidence),
+                    pb_utils.Tensor("SUGGESTION", np.array(offered, np.object_).reshape(-1, 1)),
+                ]
+            )
         return responses

@@ -1,0 +1,67 @@
+"""The lexicon a trained model decodes with: which words exist, how often, what follows what.
+
+Built once at the end of training and saved beside the model as ``lexicon.tsv``
+(``spellfix.decoding.Lexicon`` reads it everywhere else). Its parts, each given a share
+of the probability mass so that counts from different sources are comparable:
+
+- the built-in English dictionary (symspellpy's 82,765 words and 243,342 word pairs with
+  their frequencies), when the model was trained on the built-in corpus or
+  ``decoding.english`` asks for it;
+- the clean side of the training split of any other corpus (a search team's queries:
+  their words and word pairs, counted);
+- the word lists and catalogs named in ``decoding.lexicon``.
+
+A catalog named in ``decoding.catalog`` is saved apart, as ``catalog.tsv``: with
+``decoding.constraint=catalog`` its entries are preferred over other words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from data_synth.corpus import builtin_frequencies, contractions
+from spellfix.correct import read_catalog
+from spellfix.decoding import Lexicon
+
+
+def english_lexicon() -> Lexicon:
+    """The built-in dictionary's word and word-pair frequencies.
+
+    Contractions are added without their apostrophe as well (``dont``, ``thats``), as
+    queries and messages drop it, unless that spelling is a word of its own (``well``).
+    """
+    words, pairs = builtin_frequencies()
+    unigrams = {w: float(c) for w, c in words.items()}
+    for word, count in contractions().items():
+        unigrams.setdefault(word.replace("'", ""), float(count))
+    return Lexicon(unigrams, {p: float(c) for p, c in pairs.items()})
+
+
+def build_lexicon(
+    corpus_texts: Sequence[str],
+    *,
+    builtin_corpus: bool,
+    english: bool,
+    corpus_share: float,
+    files: Sequence[str | Path] = (),
+) -> Lexicon:
+    """The model's lexicon from its training corpus, English and the user's word lists.
+
+    On the built-in corpus the dictionary's own frequencies stand for the corpus (its
+    queries are a sample of that dictionary, each counted once). Otherwise the corpus's
+    counts and every extra file share ``corpus_share`` of the mass equally, and English
+    (when included) gets the rest.
+    """
+    if not 0 <= corpus_share <= 1:
+        raise ValueError(f"decoding.corpus_share={corpus_share!r}: expected a number in [0, 1]")
+    own = [] if builtin_corpus else [Lexicon.from_texts(corpus_texts)]
+    own += [read_catalog(path) for path in files]
+    english = english or builtin_corpus
+    if not own:
+        return english_lexicon()
+    own_mass = corpus_share if english else 1.0
+    parts = [(lexicon, own_mass / len(own)) for lexicon in own]
+    if english:
+        parts.append((english_lexicon(), 1.0 - corpus_share))
+    return Lexicon.mixed(parts)

@@ -1,0 +1,216 @@
+"""Decoding guarantees that hold whatever the model: do no harm, only real words, any input.
+
+A stand-in channel (log P(typed | word) falls with the edit distance) makes the
+decisions easy to reason about; the model-backed agreement tests live beside the back
+ends (test_correct, export, serve).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spellfix.decoding import (
+    DecodingSettings,
+    Lexicon,
+    NoisyChannelDecoder,
+    load_decoder,
+    osa_distance,
+    split_words,
+    transfer_case,
+)
+
+WORDS = {
+    "the": 1000,
+    "new": 400,
+    "york": 300,
+    "city": 350,
+    "queen": 120,
+    "bohemian": 20,
+    "rhapsody": 15,
+    "best": 300,
+    "time": 500,
+    "what": 600,
+    "is": 900,
+    "it": 900,
+    "good": 400,
+    "morning": 200,
+    "because": 300,
+    "weather": 100,
+    "whether": 90,
+    "rain": 80,
+    "in": 950,
+    "spain": 40,
+    "dance": 60,
+    "floor": 70,
+    "some": 300,
+    "people": 250,
+}
+PAIRS = {("new", "york"): 250, ("york", "city"): 200, ("good", "morning"): 150}
+PAIRS |= {("queen", "bohemian"): 5, ("bohemian", "rhapsody"): 12, ("the", "best"): 100}
+PAIRS |= {("dance", "floor"): 30, ("in", "spain"): 20, ("rain", "in"): 10}
+
+
+def edit_channel(intended: list[str], typed: list[str]) -> np.ndarray:
+    """log P(typed | intended): -1 for a copy, then -3 per edit (spaces count as edits)."""
+    return np.array(
+        [-1.0 - 3.0 * osa_distance(i, t, 10) for i, t in zip(intended, typed, strict=True)]
+    )
+
+
+@pytest.fixture
+def lexicon() -> Lexicon:
+    return Lexicon({w: float(c) for w, c in WORDS.items()}, {p: float(c) for p, c in PAIRS.items()})
+
+
+@pytest.fixture
+def decoder(lexicon: Lexicon) -> NoisyChannelDecoder:
+    return NoisyChannelDecoder(lexicon, DecodingSettings(unknown_word_logprob=-8.0), edit_channel)
+
+
+def corrected(decoder: NoisyChannelDecoder, text: str) -> str:
+    return decoder.correct([text])[0].correction
+
+
+def test_typos_are_corrected_and_case_is_kept(decoder):
+    assert corrected(decoder, "new yrok city") == "new york city"
+    assert corrected(decoder, "Teh best") == "The best"
+    assert corrected(decoder, "NEW YROK CITY") == "NEW YORK CITY"
+    assert corrected(decoder, "good mornign") == "good morning"
+
+
+def test_correct_queries_come_back_unchanged(decoder):
+    for query in ["new york city", "the best", "what time is it", "good morning"]:
+        result = decoder.correct([query])[0]
+        assert result.correction == query
+        assert result.suggestion is None
+
+
+def test_an_unknown_word_is_copied_not_replaced_by_a_known_one(decoder):
+    # "zorblax" is far from every lexicon word; "Rainn" is a capitalized name one edit
+    # from "rain" and is kept as a name.
+    assert corrected(decoder, "zorblax new york") == "zorblax new york"
+    assert corrected(decoder, "queen Rainn") == "queen Rainn"
+
+
+def test_a_sixty_word_correct_input_comes_back_intact(decoder):
+    words = list(WORDS)
+    text = " ".join(words[i % len(words)] for i in range(60))
+    assert corrected(decoder, text) == text
+
+
+def test_symbols_other_scripts_and_spacing_survive(decoder):
+    odd = ["東京 new york", "مرحبا", "rain 🌧️ in  spain", "#1 hits 2024", "queen & the best!"]
+    for query in odd:
+        assert corrected(decoder, query) == query
+    assert corrected(decoder, "  new yrok,  city ") == "  new york,  city "
+
+
+def test_acronyms_and_elided_words_are_left_alone():
+    kinds = {w.text: w.key for w in split_words("DJ Khaled featuring Lil' Kim and nothin' else")}
+    assert kinds["DJ"] is None and kinds["Lil"] is None and kinds["nothin"] is None
+    assert kinds["featuring"] == "featuring" and kinds["Khaled"] == "khaled"
+    # In an all-capitals query the capitals are not acronyms.
+    assert [w.key for w in split_words("NEW YROK")] == ["new", "yrok"]
+
+
+def test_merged_and_split_words(decoder):
+    assert corrected(decoder, "be cause") == "because"
+    assert corrected(decoder, "dancefloor") == "dance floor"
+
+
+def test_abstention_returns_the_query_and_offers_a_suggestion(lexicon):
+    strict = DecodingSettings(unknown_word_logprob=-8.0, apply_threshold=1.0, suggest_threshold=0.3)
+    decoder = NoisyChannelDecoder(lexicon, strict, edit_channel)
+    result = decoder.correct(["new yrok city"])[0]
+    assert result.correction == "new yrok city"
+    assert result.suggestion == "new york city"
+    assert 0.0 <= result.confidence < 1.0
+
+
+def test_every_correction_carries_a_probability(decoder):
+    for result in decoder.correct(["new yrok city", "new york city", "", "zzz"]):
+        assert 0.0 <= result.confidence <= 1.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=1, max_size=40))
+def test_output_words_come_from_the_lexicon_or_the_input(text):
+    lexicon = Lexicon({w: float(c) for w, c in WORDS.items()}, dict(PAIRS))
+    decoder = NoisyChannelDecoder(
+        lexicon, DecodingSettings(unknown_word_logprob=-8.0, apply_threshold=0.5), edit_channel
+    )
+    result = decoder.correct([text])[0]
+    allowed = set(WORDS) | set(text.split())
+    assert set(result.correction.split()) <= allowed
+    if result.suggestion is not None:
+        assert set(result.suggestion.split()) <= allowed
+
+
+def test_osa_distance_counts_a_swap_once():
+    assert osa_distance("teh", "the", 2) == 1
+    assert osa_distance("receive", "recieve", 2) == 1
+    assert osa_distance("abc", "xyz", 1) == 2  # stops once past the limit
+
+
+def test_transfer_case():
+    assert transfer_case("Teh", "the") == "The"
+    assert transfer_case("NEWYORK", "new york") == "NEW YORK"
+    assert transfer_case("Newyork", "new york") == "New York"
+
+
+def test_nearest_finds_words_within_the_distance(lexicon):
+    found = dict(lexicon.nearest("wether", 2, 10))
+    assert found["weather"] == 1 and found["whether"] == 1
+    assert "time" not in found
+
+
+def test_lexicon_round_trips_and_names_a_bad_line(lexicon, tmp_path):
+    path = lexicon.save(tmp_path / "lexicon.tsv")
+    loaded = Lexicon.load(path)
+    assert loaded.unigrams == lexicon.unigrams and loaded.bigrams == lexicon.bigrams
+    path.write_text(path.read_text() + "three words here\t5\n")
+    with pytest.raises(ValueError, match=r"lexicon.tsv:\d+"):
+        Lexicon.load(path)
+
+
+def test_mixing_gives_each_part_its_share():
+    first = Lexicon({"a": 1.0, "b": 3.0}, {})
+    second = Lexicon({"c": 100.0}, {})
+    mixed = Lexicon.mixed([(first, 0.5), (second, 0.5)])
+    assert mixed.unigrams["c"] == pytest.approx(mixed.unigrams["a"] + mixed.unigrams["b"])
+
+
+def test_settings_refuse_unknown_keys_and_bad_choices():
+    with pytest.raises(ValueError, match=r"decoding\.lm_wieght"):
+        DecodingSettings.from_dict({"lm_wieght": 1.0})
+    with pytest.raises(ValueError, match="constraint"):
+        DecodingSettings(constraint="dictionary")
+    with pytest.raises(ValueError, match="generate"):
+        DecodingSettings(mode="channel", constraint="none")
+
+
+def test_a_directory_without_decoding_files_generates_and_says_so(tmp_path):
+    class Runner:
+        def correct(self, texts):
+            return [t.replace("yrok", "york") for t in texts]
+
+        def score(self, sources, targets):
+            pairs = zip(sources, targets, strict=True)
+            return np.array([0.0 if s != t else -5.0 for s, t in pairs])
+
+    said = []
+    decoder = load_decoder(tmp_path, Runner(), warn=said.append)
+    assert len(said) == 1 and "no decoding.json" in said[0] and "\n" not in said[0]
+    result = decoder.correct(["new yrok"])[0]
+    assert result.correction == "new york" and result.confidence > 0.99
+
+
+def test_a_channel_directory_without_its_lexicon_is_refused(tmp_path):
+    (tmp_path / "decoding.json").write_text(json.dumps({"mode": "channel"}))
+    with pytest.raises(FileNotFoundError, match=r"lexicon\.tsv"):
+        load_decoder(tmp_path, runner=None)

@@ -66,6 +66,9 @@ def main(cfg: DictConfig) -> None:
     except (CorpusError, NoiseConfigError, OSError) as error:
         print(f"spellfix-synth: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"spellfix-synth: interrupted; {cfg.output_dir} was not written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

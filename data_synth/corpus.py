@@ -17,6 +17,7 @@ ships, so that the default path needs no file at all.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import itertools
@@ -197,6 +198,10 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise CorpusError(f"corpus.{key}={value!r}: expected {allowed}")
     if isinstance(cfg["columns"], str):
         cfg["columns"] = [cfg["columns"]]
+    if cfg["columns"] is not None and len(cfg["columns"]) == 0:
+        raise CorpusError(
+            "corpus.columns=[]: name at least one column, or null for the first column"
+        )
     return cfg
 
 
@@ -213,11 +218,16 @@ def read_corpus(cfg: Mapping[str, Any]) -> Corpus:
     if source in ("text", "csv", "tsv", "jsonl"):
         if path.is_dir():  # type: ignore[union-attr]
             raise CorpusError(f"{path}: is a directory; set corpus.path to a {source} file")
-        _refuse_binary(path)  # type: ignore[arg-type]
+        _refuse_binary(path, cfg["encoding"])  # type: ignore[arg-type]
     location = str(path) if path is not None else (cfg["name"] or "builtin corpus")
     report = CorpusReport(source=source, location=location)
     candidates = _CANDIDATE_READERS[source](cfg, report)
     texts = _normalize_and_filter(candidates, cfg, report)
+    if report.undecodable and report.undecodable >= report.kept:
+        raise CorpusError(
+            f"{report.summary()}: most lines are not valid {cfg['encoding']}; if the file is "
+            "Latin-1 (Windows-1252), set corpus.encoding=latin-1"
+        )
     if not texts:
         raise CorpusError(
             f"{report.summary()}: no queries left after filtering; check corpus.columns/field "
@@ -303,29 +313,70 @@ def _normalize_and_filter(
 # -- readers: each yields one candidate per query (None for a malformed row) ------------------
 
 
-def _refuse_binary(path: Path) -> None:
+_WIDE_BOMS = {
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+}
+
+
+def _is_wide(encoding: str) -> bool:
+    """UTF-16/32: NUL bytes are text there, and lines cannot be split on raw bytes."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise CorpusError(f"corpus.encoding: unknown encoding {encoding!r}") from None
+    return name.startswith(("utf-16", "utf-32"))
+
+
+def _refuse_binary(path: Path, encoding: str) -> None:
     with path.open("rb") as handle:
         probe = handle.read(_BINARY_PROBE_BYTES)
-    if b"\x00" in probe:
-        raise CorpusError(
-            f"{path}: looks like a binary file (NUL bytes), not text; pass a UTF-8 text, "
-            "CSV/TSV or JSONL file"
-        )
+    if _is_wide(encoding) or b"\x00" not in probe:
+        return
+    wide = next((name for bom, name in _WIDE_BOMS.items() if probe.startswith(bom)), None)
+    if wide is None and probe[1::2].count(0) > 0.4 * len(probe[1::2]):
+        wide = "utf-16"  # every other byte NUL: ASCII text in UTF-16 without a BOM
+    if wide:
+        raise CorpusError(f"{path}: looks like {wide.upper()} text; set corpus.encoding={wide}")
+    raise CorpusError(
+        f"{path}: looks like a binary file (NUL bytes), not text; pass a UTF-8 text, "
+        "CSV/TSV or JSONL file"
+    )
 
 
 def _decoded_lines(path: Path, encoding: str, report: CorpusReport) -> Iterator[str]:
-    """Lines as text; a line that does not decode is counted and skipped, not fatal."""
+    """Lines as text; a line that does not decode is counted and skipped, not fatal.
+
+    Any line end is one (``\\n``, ``\\r\\n`` and the ``\\r`` of old Mac files, which
+    public data sets still ship). A file of which no line decodes is an error that
+    names the encoding to set.
+    """
+    if _is_wide(encoding):
+        try:
+            text = path.read_text(encoding=encoding)
+        except UnicodeDecodeError as error:
+            raise CorpusError(f"{path}: not {encoding} text ({error.reason})") from None
+        yield from text.lstrip("\ufeff").splitlines()
+        return
+    decoded = 0
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError:
-                report.read += 1
-                report.undecodable += 1
-                continue
-            except LookupError:
-                raise CorpusError(f"corpus.encoding: unknown encoding {encoding!r}") from None
-            yield line.lstrip("\ufeff") if number == 0 else line
+        for raw in handle:
+            for part in raw.rstrip(b"\r\n").split(b"\r"):
+                try:
+                    line = part.decode(encoding)
+                except UnicodeDecodeError:
+                    report.read += 1
+                    report.undecodable += 1
+                    continue
+                yield line.lstrip("\ufeff") if decoded == 0 else line
+                decoded += 1
+    if report.undecodable and not decoded:
+        raise CorpusError(
+            f"{path}: no line is valid {encoding}; if the file is Latin-1 (Windows-1252), "
+            "set corpus.encoding=latin-1"
+        )
 
 
 def _read_text(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]:
@@ -437,7 +488,8 @@ def _read_builtin(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]
 def contractions() -> dict[str, int]:
     """The built-in dictionary's contractions (``don't``) and their counts."""
     found = {}
-    for line in resources.files("symspellpy").joinpath(_BUILTIN_WORDS_FILE).read_text().splitlines():
+    words = resources.files("symspellpy").joinpath(_BUILTIN_WORDS_FILE).read_text()
+    for line in words.splitlines():
         parts = line.split()
         if len(parts) == 2 and "'" in parts[0] and parts[0].replace("'", "").isalpha():
             found[parts[0]] = int(parts[1])

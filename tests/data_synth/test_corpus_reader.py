@@ -16,9 +16,15 @@ def test_builtin_corpus_needs_no_file_and_mixes_words_pairs_and_phrases(corpus_c
     assert len(corpus.texts) == corpus.report.kept == len(set(corpus.texts))
     words_per_query = Counter(len(text.split()) for text in corpus.texts)
     assert words_per_query[2] == 200
-    assert words_per_query[3] + words_per_query[4] == 150
-    assert words_per_query[3] > 50 and words_per_query[4] > 50
-    assert all(2 <= len(text) <= 64 for text in corpus.texts)
+    assert sum(words_per_query[n] for n in range(3, 11)) == 150
+    assert words_per_query[3] > 20 and words_per_query[10] > 0  # up to ten words
+    assert max(words_per_query) <= 10
+    assert all(2 <= len(text) <= 128 for text in corpus.texts)
+
+
+def test_builtin_words_default_to_the_whole_dictionary(corpus_config):
+    corpus = read_corpus(corpus_config(builtin_words=None, builtin_bigrams=0, builtin_phrases=0))
+    assert len(corpus.texts) > 80_000
 
 
 def test_builtin_phrases_walk_real_word_pairs_the_same_way_on_every_machine(corpus_config):
@@ -39,7 +45,7 @@ def test_text_file_is_normalized_deduplicated_and_every_drop_counted(tmp_path, c
         "Beyoncé halo".encode(),  # the same query once normalized
         b"",
         b"x",
-        b"a" * 80,
+        b"a" * 200,
         b"caf\xe9 latin-1 bytes",
         b"news podcasts\t",
     ]
@@ -166,3 +172,34 @@ def test_music_titles_and_artists_survive_real_world_mess(music_file, corpus_con
     report = corpus.report
     drops = ("undecodable", "malformed", "empty", "too_short", "too_long", "duplicates")
     assert report.read == report.kept + sum(getattr(report, reason) for reason in drops)
+
+
+def test_cr_only_line_ends_are_lines(tmp_path, corpus_config):
+    path = tmp_path / "old_mac.csv"
+    path.write_bytes(b"title,artist\rSong A,Artist A\rSong B,Artist B\r")
+    corpus = read_corpus(corpus_config(path=str(path), columns=["title", "artist"]))
+    assert corpus.texts == ["Song A", "Artist A", "Song B", "Artist B"]
+
+
+def test_utf16_is_read_when_named_and_named_when_not(tmp_path, corpus_config):
+    path = tmp_path / "queries.txt"
+    path.write_bytes("beyoncé halo\nnews podcasts\n".encode("utf-16"))
+    with pytest.raises(CorpusError, match=r"set corpus\.encoding=utf-16"):
+        read_corpus(corpus_config(path=str(path)))
+    corpus = read_corpus(corpus_config(path=str(path), encoding="utf-16"))
+    assert corpus.texts == ["beyoncé halo", "news podcasts"]
+
+
+def test_a_latin1_file_read_as_utf8_says_which_encoding_to_set(tmp_path, corpus_config):
+    path = tmp_path / "queries.txt"
+    path.write_bytes("café crème\nnaïve song\nthird one\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"corpus\.encoding=latin-1"):
+        read_corpus(corpus_config(path=str(path)))
+    assert len(read_corpus(corpus_config(path=str(path), encoding="latin-1")).texts) == 3
+
+
+def test_an_empty_column_list_is_refused(tmp_path, corpus_config):
+    path = tmp_path / "songs.csv"
+    path.write_text("title,artist\nSong A,Artist A\n")
+    with pytest.raises(CorpusError, match=r"corpus.columns=\[\]"):
+        read_corpus(corpus_config(path=str(path), columns=[]))

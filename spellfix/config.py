@@ -39,6 +39,10 @@ class ConfigTypeError(UserConfigError):
     """An override whose value has the wrong type for its key."""
 
 
+class Interrupted(UserConfigError):
+    """Ctrl-C: the message says what was kept and how to go on (exit status 130)."""
+
+
 def _compatible(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True
@@ -85,6 +89,12 @@ def checked_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Ca
             try:
                 check_override_types(cfg, config_name, list(HydraConfig.get().overrides.task))
                 return body(cfg)
+            except Interrupted as error:
+                print(f"{error}", file=sys.stderr)
+                sys.exit(130)
+            except KeyboardInterrupt:
+                print("interrupted; nothing was kept", file=sys.stderr)
+                sys.exit(130)
             except (UserConfigError, FileNotFoundError, CorpusError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(2)

@@ -36,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from data_synth.build import build_dataset, dataset_fingerprint, load_dataset_dir
 from data_synth.cli import summary
 from data_synth.noise import NoiseModel
+from spellfix.config import UserConfigError
 
 LABEL_PAD = -100  # ignored by the loss
 
@@ -183,22 +184,34 @@ class DynamicNoiseDataset(PairDataset):
         self._epoch = epoch
 
 
-def split_real_pairs(data_cfg: DictConfig, raw: DatasetDict) -> dict[str, list[tuple[str, str]]]:
+def split_real_pairs(
+    data_cfg: DictConfig, raw: DatasetDict | None
+) -> dict[str, list[tuple[str, str]]]:
     """Real (typo, correct) pairs from ``data.pairs``, assigned to splits by their clean side.
 
     A clean query the synthetic dataset already holds goes to that query's split, any
     other one to a split drawn from its hash in the dataset's proportions, so no test
     query is trained on. Training pairs are repeated until they make up
-    ``data.pairs_share`` of the training rows (at least once each).
+    ``data.pairs_share`` of the training rows (at least once each). With ``raw`` None
+    the file is only read, so that a bad one fails before any work.
     """
     from data_synth.build import split_key
     from spellfix.evaluate import load_pairs
 
     columns = data_cfg.get("pairs_columns") or {}
+    path = Path(data_cfg.pairs)
+    if path.is_dir():
+        raise UserConfigError(f"data.pairs={path}: is a directory; name a TSV/CSV file of pairs")
+    if path.is_file():
+        with path.open("rb") as handle:
+            if b"\x00" in handle.read(8192):
+                raise UserConfigError(f"data.pairs={path}: a binary file, not a TSV/CSV of pairs")
     loaded = load_pairs(
-        data_cfg.pairs,
+        path,
         pairs_columns=(columns.get("source", "misspelled"), columns.get("target", "correct")),
     )
+    if raw is None:  # checking the file only
+        return {}
     owner = {split_key(text): name for name, split in raw.items() for text in split["clean"]}
     sizes = {name: len(split) for name, split in raw.items()}
     total = sum(sizes.values())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import time
@@ -41,7 +42,7 @@ from spellfix.calibrate import CalibrationReport, calibrate
 from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.batch_size import ThroughputTuner, load_search
 from spellfix.callbacks.samples import log_model_artifact
-from spellfix.config import UserConfigError, checked_main
+from spellfix.config import Interrupted, UserConfigError, checked_main
 from spellfix.correct import read_catalog
 from spellfix.data import SpellDataModule, resolve_dataset_dir
 from spellfix.decoding import CATALOG_FILE, LEXICON_FILE, DecodingSettings, save_settings
@@ -68,6 +69,27 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     cfg.paths.run_dir = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_checkpoint_fits(path: str, cfg: DictConfig) -> None:
+    """Refuse, in one line, a checkpoint of another architecture than the one configured."""
+    if cfg.model.pretrained:
+        return
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+        raise UserConfigError(f"ckpt_path={path}: not a spellfix checkpoint ({error})") from None
+    saved_shape = saved.get("model_config") or {}
+    differs = [
+        f"{key} {saved_shape[key]} there, {value} here"
+        for key, value in OmegaConf.to_container(cfg.model.config, resolve=True).items()
+        if key in saved_shape and saved_shape[key] != value
+    ]
+    if differs:
+        raise UserConfigError(
+            f"ckpt_path: {path} was trained with another architecture ({differs[0]}); "
+            "resume with the model settings it was trained with, or start a new run"
+        )
 
 
 def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path, runs_dir: Path) -> str | None:
@@ -138,6 +160,12 @@ def decoding_settings(cfg: DictConfig) -> DecodingSettings:
     for key in (*_LEXICON_KEYS, *_CALIBRATION_KEYS):
         values.pop(key, None)
     if cfg.data.get("direction", "channel") == "channel":
+        if cfg.decoding.catalog and values["constraint"] == "lexicon":
+            values["constraint"] = "catalog"  # a catalog is given to be preferred
+        if values["constraint"] == "catalog" and not cfg.decoding.catalog:
+            raise UserConfigError(
+                "decoding.constraint=catalog needs decoding.catalog=<file of titles or names>"
+            )
         return DecodingSettings.from_dict({**values, "mode": "channel"})
     if values["constraint"] != "none":
         raise UserConfigError(
@@ -214,6 +242,47 @@ def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
     if not cfg.get("logger"):
         return []
     return [hydra.utils.instantiate(section) for section in cfg.logger.values()]
+
+
+# Keys with a fixed set of values: anything else is refused by name, not quietly read as
+# some other choice (``data.batching=token`` used to train by example count).
+CHOICES = {
+    "data.batching": ("tokens", "size"),
+    "data.noise_mode": ("static", "dynamic"),
+    "data.direction": ("channel", "forward"),
+    "model.optim.schedule": ("linear", "cosine", "constant"),
+    "model.attn_implementation": ("sdpa", "eager"),
+    "decoding.constraint": ("lexicon", "catalog", "none"),
+    "tuner.batch_size": (None, "auto"),
+}
+
+
+def check_choices(cfg: DictConfig) -> None:
+    """Refuse a value outside a key's choices, and settings that contradict each other."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value not in allowed:
+            names = ", ".join("null" if a is None else str(a) for a in allowed)
+            raise UserConfigError(f"{key}={value!r}: choose one of {names}")
+    optim = cfg.model.optim
+    if float(optim.get("warmup_ratio", 0.0)) > 0 and int(optim.get("warmup_steps", 0)) > 0:
+        raise UserConfigError(
+            f"model.optim.warmup_ratio={optim.warmup_ratio} and model.optim.warmup_steps="
+            f"{optim.warmup_steps} both set the warmup; set one of them to 0"
+        )
+
+
+def warn_oversubscription(cfg: DictConfig) -> None:
+    """One warning when CPU training starts more processes than there are cores."""
+    if cfg.trainer.accelerator != "cpu" or not isinstance(cfg.trainer.devices, int):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cfg.trainer.devices > (cores or 1):
+        warnings.warn(
+            f"trainer.devices={cfg.trainer.devices} CPU processes on {cores} cores: they "
+            "will compete for the cores and each will run slower; use at most one per core",
+            stacklevel=2,
+        )
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -300,11 +369,20 @@ def print_summary(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a spell corrector as ``cfg`` says; returns the metrics and where things went."""
     started = time.time()
+    check_choices(cfg)
     check_strategy(cfg)
+    if not _is_launched_rank():
+        warn_oversubscription(cfg)
+    if cfg.data.get("pairs"):  # a bad pairs file fails here, before any work
+        from spellfix.data import split_real_pairs
+
+        split_real_pairs(cfg.data, None)
     run_dir = resolve_run_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint_dir = Path(cfg.paths.checkpoint_dir)
     resume = resolve_checkpoint(cfg.ckpt_path, checkpoint_dir, run_dir.parent)
+    if resume:
+        check_checkpoint_fits(resume, cfg)
 
     dataset_dir = resolve_dataset_dir(cfg.data, cfg.noise)
     tokenizer_dir = prepare_tokenizer(cfg, dataset_dir, run_dir, checkpoint_dir, resume)
@@ -345,7 +423,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(resolved)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning exits on Ctrl-C after saving nothing new
+            raise Interrupted(
+                f"interrupted; resume with: spellfix-train paths.output_dir={cfg.paths.output_dir}"
+                f" paths.run_name={run_dir.name} ckpt_path=last"
+            ) from None
+        raise
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -394,10 +480,24 @@ def _link(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
+def remove_failed_run(run_dir: Path) -> None:
+    """A run that failed before its first checkpoint leaves no directory behind.
+
+    One with checkpoints is kept: ``ckpt_path=last`` resumes it.
+    """
+    if run_dir.is_dir() and not any(run_dir.glob("checkpoints/*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @checked_main("train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except BaseException:
+        if not _is_launched_rank():
+            remove_failed_run(Path(HydraConfig.get().runtime.output_dir))
+        raise
 
 
 if __name__ == "__main__":

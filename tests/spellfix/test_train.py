@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from data_synth.paths import CONF_DIR
+from spellfix.correct import Corrector
 from spellfix.train import train
 
 FAST = ["experiment=smoke"]  # a run takes seconds (conf/experiment/smoke.yaml)
@@ -44,12 +46,12 @@ def run_cli(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.C
 
 
 @pytest.mark.slow
-def test_train_saves_a_model_that_hf_loads_and_that_corrects(tmp_path: Path) -> None:
+def test_train_saves_a_calibrated_model_that_hf_loads_and_that_corrects(tmp_path: Path) -> None:
     result = train(compose_train(tmp_path))
 
     model_dir = Path(result["model_dir"])
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
     assert (model_dir / "model.safetensors").is_file()
     meta = json.loads((model_dir / "spellfix.json").read_text())
     assert meta["config"]["model"]["config"]["d_model"] == 32
@@ -58,9 +60,16 @@ def test_train_saves_a_model_that_hf_loads_and_that_corrects(tmp_path: Path) -> 
         assert key in result["metrics"], key
     assert len(result["samples"]) == len(meta["config"]["sample_queries"])
 
-    encoded = tokenizer(["quen bohemian rapsody"], return_tensors="pt")
-    out = model.generate(**encoded, max_new_tokens=8)
-    assert out.shape[0] == 1
+    # The decoding travels with the model: its lexicon and the calibrated thresholds.
+    decoding = json.loads((model_dir / "decoding.json").read_text())
+    assert decoding["mode"] == "channel"
+    assert meta["calibration"]["overcorrection"] <= 0.01 + 1e-9
+    assert decoding["apply_threshold"] == meta["calibration"]["settings"]["apply_threshold"]
+    assert (model_dir / "lexicon.tsv").stat().st_size > 1_000_000  # the English dictionary
+    corrector = Corrector.from_pretrained(model_dir)
+    (answer,) = corrector.corrections(["new yrok city"])
+    # Even a 12-step model fixes a plain typo: the lexicon and the pair counts do the work.
+    assert answer.correction == "new york city" and 0.5 <= answer.confidence <= 1.0
     assert (tmp_path / "latest").resolve() == Path(result["run_dir"])
     ckpt = torch.load(
         Path(result["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
@@ -164,4 +173,63 @@ def test_deepspeed_on_cpu_fails_in_one_line(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "trainer=deepspeed_zero2", timeout=120)
     assert done.returncode != 0
     assert "needs CUDA" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batching=token", "data.batching='token': choose one of tokens, size"),
+        ("data.noise_mode=dynmic", "data.noise_mode='dynmic': choose one of static, dynamic"),
+        ("model.optim.warmup_ratio=0.1", "both set the warmup; set one of them to 0"),
+    ],
+)
+def test_a_value_outside_its_choices_or_in_conflict_is_refused(tmp_path, override, message):
+    done = run_cli(tmp_path, override, "paths.run_name=refused", timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "refused").exists(), "a failed run leaves no directory"
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x00\x01binary\x00"])
+def test_a_missing_empty_or_binary_pairs_file_is_named_in_one_line(tmp_path, content):
+    pairs = tmp_path / "logs.tsv"
+    if content is not None:
+        pairs.write_bytes(content)
+    done = run_cli(tmp_path, f"data.pairs={pairs}", "paths.run_name=pairs", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert str(pairs) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "pairs").exists()
+
+
+@pytest.mark.slow
+def test_real_pairs_join_every_split_by_their_clean_side(tmp_path: Path) -> None:
+    from spellfix.data import SpellDataModule
+    from spellfix.tokenizer import train_tokenizer
+
+    pairs = tmp_path / "logs.tsv"
+    rows = [("quen bohemain", "queen bohemian"), ("beatels", "beatles"), ("nwes", "news")] * 5
+    pairs.write_text("misspelled\tcorrect\n" + "".join(f"{a}\t{b}\n" for a, b in rows))
+    cfg = compose_train(tmp_path, f"data.pairs={pairs}", "data.pairs_share=0.2")
+    tokenizer = train_tokenizer(["queen bohemian beatles news"] * 3, vocab_size=300)
+    module = SpellDataModule(cfg.data, cfg.noise, tokenizer, accelerator="cpu")
+    module.setup()
+    real = {name: [c for n, c in zip(split.noisy, split.clean, strict=True) if (n, c) in rows]
+            for name, split in module.splits.items()}  # fmt: skip
+    clean_sides = [set(found) for found in real.values() if found]
+    assert sum(len(found) for found in real.values()) >= len(rows)
+    for one, other in itertools.combinations(clean_sides, 2):
+        assert not one & other, "a clean query sits in one split only"
+    train_rows = len(module.splits["train"].clean)
+    assert len(real["train"]) >= 0.15 * train_rows or not real["train"]
+
+
+@pytest.mark.slow
+def test_resuming_another_architecture_is_refused_in_one_line(tmp_path: Path) -> None:
+    first = run_cli(tmp_path, "paths.run_name=small", "run_test=false")
+    assert first.returncode == 0, first.stderr[-2000:]
+    done = run_cli(tmp_path, "paths.run_name=wide", "model.config.d_model=48", "ckpt_path=last")
+    assert done.returncode == 2
+    assert "another architecture (d_model 32 there, 48 here)" in done.stderr
     assert "Traceback" not in done.stderr

@@ -49,6 +49,7 @@ DEFAULT_PYTHON_ENV = CONF_DIR.parent / ".venv" / "triton-python"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spellfix"
 SERVER_PYTHON_PACKAGES = ("numpy<2", "onnxruntime", "tokenizers")
 STUB = "triton_python_backend_stub"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the parent process dies
 
 
 class TritonServerError(UserConfigError):
@@ -210,6 +211,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.log_file = Path(log_file) if log_file else None
         self.process: subprocess.Popen | None = None
+        self._scratch: Path | None = None
 
     @property
     def http_url(self) -> str:
@@ -255,6 +257,8 @@ class TritonServer:
             env.pop("PYTHONPATH", None)
         # Each model instance gets its own process; one ORT thread pool per core is enough.
         env.setdefault("OMP_NUM_THREADS", "1")
+        if self._scratch is not None:  # the server's and its stubs' temp files go here
+            env["TMPDIR"] = str(self._scratch)
         return env
 
     def start(self) -> TritonServer:
@@ -263,10 +267,12 @@ class TritonServer:
             raise TritonServerError("this TritonServer is already running")
         check_repository(self.repository)
         install = find_server(self.tritonserver, self.python_env)
+        self.check_ports()
         if self.log_file is None:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
             self.log_file = Path(name)
+        self._scratch = Path(tempfile.mkdtemp(prefix="tritonserver-tmp-"))
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(install),
@@ -275,6 +281,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stubs included, killable at once
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -282,13 +289,31 @@ class TritonServer:
                 code = self.process.returncode
                 self.stop()
                 raise TritonServerError(f"tritonserver exited with {code}: {self.log_tail()}")
-            if self.is_ready():
+            # Ready means our process answers: the ports were free when it started, and
+            # it is still running after the probe.
+            if self.is_ready() and self.process.poll() is None:
                 return self
             time.sleep(0.2)
         self.stop()
         raise TritonServerError(
             f"tritonserver not ready after {self.startup_timeout_s:g}s: {self.log_tail()}"
         )
+
+    def check_ports(self) -> None:
+        """Refuse ports something already listens on: the readiness probe would reach it."""
+        for key, port in (
+            ("http_port", self.http_port),
+            ("grpc_port", self.grpc_port),
+            ("metrics_port", self.metrics_port),
+        ):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((self.host, port))
+                except OSError:
+                    raise TritonServerError(
+                        f"{key}={port}: {self.host}:{port} is in use (another server?); "
+                        f"stop it or choose another {key}"
+                    ) from None
 
     def is_ready(self) -> bool:
         """The server is up and every model of the repository loaded."""
@@ -327,12 +352,30 @@ class TritonServer:
         for leftover in alive:
             leftover.kill()
         psutil.wait_procs(alive, timeout=5)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: receive SIGTERM when its parent dies.
+
+    A ``spellfix-serve`` killed by SIGKILL (or a closed terminal) then takes the server
+    and, through the server's own shutdown, its stubs with it. Linux only; elsewhere the
+    parent's signal handlers are all there is.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def serve(cfg: DictConfig, stop_event: threading.Event | None = None) -> int:
@@ -346,7 +389,7 @@ def serve(cfg: DictConfig, stop_event: threading.Event | None = None) -> int:
         raise TritonServerError(f"repository={cfg.repository} is not a directory")
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda *_: stop_event.set())
     server = TritonServer(
         cfg.repository,
@@ -368,7 +411,7 @@ def serve(cfg: DictConfig, stop_event: threading.Event | None = None) -> int:
         print(f"  metrics  {server.metrics_url}", flush=True)
         print(f"  log      {server.log_file}", flush=True)
         print(f"  try: spellfix-correct --triton {server.http_url} 'queen bohemain rapsody'")
-        print("Stop with Ctrl-C (SIGINT) or SIGTERM.", flush=True)
+        print("Stop with Ctrl-C (SIGINT), SIGTERM or SIGHUP.", flush=True)
         while not stop_event.wait(0.5):
             if server.process is None or server.process.poll() is not None:
                 print(f"spellfix-serve: server died: {server.log_tail()}", file=sys.stderr)

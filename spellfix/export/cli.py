@@ -12,6 +12,7 @@ entry; its exporter finds the ONNX graphs and ``manifest.json`` already in the d
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,13 @@ from omegaconf import DictConfig
 
 from data_synth.paths import CONF_DIR
 from spellfix.config import rename_model_argument
-from spellfix.export.onnx import ExportValidationError, builtin_validation_queries, export_onnx
+from spellfix.export.onnx import (
+    MANIFEST_FORMAT,
+    ExportValidationError,
+    builtin_validation_queries,
+    export_onnx,
+)
+from spellfix.export.ort_runner import MANIFEST_NAME
 
 
 class ExportConfigError(ValueError):
@@ -140,6 +147,11 @@ def export(cfg: DictConfig) -> dict:
     output = Path(cfg.output_dir)
     if output.exists() and not cfg.overwrite:
         raise ExportConfigError(f"output_dir={output} exists; choose another or set overwrite=true")
+    if output.exists() and not _is_replaceable_export(output):
+        raise ExportConfigError(
+            f"output_dir={output} exists and is not a spellfix export; overwrite=true only "
+            "replaces an earlier export: choose another output_dir"
+        )
     if "tensorrt" in cfg.formats and cfg.onnx.precision == "int8":
         raise ExportConfigError(
             "formats=[tensorrt] needs onnx.precision=fp32 or fp16: TensorRT does not read "
@@ -163,6 +175,19 @@ def export(cfg: DictConfig) -> dict:
     summary = {"output_dir": str(output), "formats": results}
     _print_summary(summary)
     return summary
+
+
+def _is_replaceable_export(path: Path) -> bool:
+    """An empty directory, or one an earlier ``spellfix-export`` wrote (its manifest says so)."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
 
 
 def _move_into_place(staging: Path, output: Path) -> None:
@@ -194,6 +219,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError) as error:
         print(f"spellfix-export: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"spellfix-export: interrupted; {cfg.output_dir} was not written", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def main() -> None:

@@ -86,11 +86,32 @@ def load_seq2seq(path: str | Path) -> LoadedModel:
             f"{path}: neither a model directory (no config.json) nor a Lightning .ckpt file; "
             f"pass model=<dir written by spellfix-train> or model=<checkpoint.ckpt>"
         )
+    _check_model_dir(path)
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     metadata_file = path / "spellfix.json"
     metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else None
     return LoadedModel(_check_bart(model, path), tokenizer, str(path), "hf_dir", metadata)
+
+
+def _check_model_dir(path: Path) -> None:
+    """The files a model directory needs, each missing one named in one line."""
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path / 'config.json'}: not a readable model config ({error})") from None
+    if model_type != "bart":
+        raise ValueError(f"{path}: a {model_type or 'unknown'} model; spellfix runs BART models")
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{path / 'model.safetensors'}: missing; spellfix loads weights from safetensors "
+            "only (copy the model directory whole from its training run)"
+        )
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"{path / 'tokenizer.json'}: missing; copy the tokenizer files from the training "
+            "run's model directory"
+        )
 
 
 def _load_lightning_checkpoint(path: Path) -> LoadedModel:

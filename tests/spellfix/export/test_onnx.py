@@ -170,6 +170,33 @@ def test_existing_output_dir_is_refused_without_overwrite(tiny_model_dir, tmp_pa
         export(cfg)
 
 
+def test_overwrite_only_replaces_an_earlier_export(tiny_model_dir, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    cfg = compose_export(f"model_path={tiny_model_dir}", f"output_dir={tmp_path}", "overwrite=true")
+    with pytest.raises(ExportConfigError, match="not a spellfix export"):
+        export(cfg)
+    assert notes.read_text() == "mine"
+
+
+@pytest.mark.parametrize("missing", ["model.safetensors", "tokenizer.json"])
+def test_a_model_directory_missing_a_file_is_named(tiny_model_dir, tmp_path, missing):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_seq2seq(copy)
+
+
+def test_a_model_that_is_not_bart_is_named(tiny_model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    with pytest.raises(ValueError, match="a t5 model; spellfix runs BART models"):
+        load_seq2seq(copy)
+
+
 def test_lightning_checkpoint_loads_to_the_same_model(tiny_model_dir, tmp_path):
     loaded = load_seq2seq(tiny_model_dir)
     checkpoint = tmp_path / "last.ckpt"

@@ -30,9 +30,19 @@ def _settings(**changes) -> RepositorySettings:
 
 
 def _imported_modules(path: Path) -> set[str]:
+    """Modules a file needs: an import tried first with an ImportError fallback is optional."""
     tree = ast.parse(path.read_text())
+    optional = {
+        id(statement)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Try)
+        and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers)
+        for statement in node.body
+    }
     names = set()
     for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -48,13 +58,19 @@ def test_export_writes_a_repository_whose_public_model_matches_the_config(triton
     assert public.backend == "python"
     assert public.max_batch_size == defaults.max_batch_size
     assert [(i.name, i.data_type, list(i.dims)) for i in public.input] == [("TEXT", 13, [1])]
-    assert [(o.name, o.data_type, list(o.dims)) for o in public.output] == [("CORRECTED", 13, [1])]
+    # The correction, its confidence (FP32) and a "did you mean" suggestion.
+    assert [(o.name, o.data_type, list(o.dims)) for o in public.output] == [
+        ("CORRECTED", 13, [1]),
+        ("CONFIDENCE", 11, [1]),
+        ("SUGGESTION", 13, [1]),
+    ]
     batching = public.dynamic_batching
     assert batching.max_queue_delay_microseconds == defaults.max_queue_delay_microseconds
     assert [(g.count, g.kind) for g in public.instance_group] == [(defaults.instance_count, 2)]
     version = triton_export["inprocess"] / "spellfix" / "1"
     # Self-contained: the server needs nothing from the export directory or from spellfix.
-    assert {"model.py", "ort_runner.py"} <= {p.name for p in version.iterdir()}
+    assert {"model.py", "ort_runner.py", "decoding.py"} <= {p.name for p in version.iterdir()}
+    assert {"decoding.json", "lexicon.tsv"} <= {p.name for p in (version / "export").iterdir()}
     assert {"encoder.onnx", "decoder.onnx", "manifest.json", "tokenizer.json"} <= {
         p.name for p in (version / "export").iterdir()
     }
@@ -62,10 +78,11 @@ def test_export_writes_a_repository_whose_public_model_matches_the_config(triton
 
 def test_server_side_files_import_only_what_the_server_python_has(triton_export):
     allowed = {"json", "logging", "math", "pathlib", "__future__", "numpy", "onnxruntime"}
-    allowed |= {"tokenizers", "triton_python_backend_utils", "ort_runner"}
+    allowed |= {"copy", "re", "unicodedata", "collections", "dataclasses", "typing"}
+    allowed |= {"tokenizers", "triton_python_backend_utils", "ort_runner", "decoding"}
     for layout in ("inprocess", "bls"):
         files = sorted(triton_export[layout].glob("*/1/*.py"))
-        assert len(files) == (2 if layout == "inprocess" else 4)
+        assert len(files) == (3 if layout == "inprocess" else 5)
         for path in files:
             assert _imported_modules(path) <= allowed, path
 

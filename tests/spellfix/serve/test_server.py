@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from spellfix.correct import Corrector
 from spellfix.correct import main as correct_main
 from spellfix.decoding import Correction
-from spellfix.serve import TritonServer, free_port
+from spellfix.serve import TritonServer, TritonServerError, free_port
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -182,12 +182,57 @@ def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
     )
     with server:
         family = _server_family(server)
+        scratch = server._scratch
         names = sorted(process.name() for process in family)
         # The server and one stub per model instance (spellfix, encoder, decoder).
         assert names.count("triton_python_backend_stub") == 3, names
         assert names.count("tritonserver") == 1, names
+        assert any(scratch.iterdir()), "the server's temp files live in its own scratch dir"
     assert _alive(family) == []
     assert not server.is_ready()
+    assert not scratch.exists(), "nothing of the server is left in the temp dir"
+
+
+def test_a_busy_port_is_refused_before_anything_starts(served, triton_export):
+    _, server = served
+    second = TritonServer(
+        triton_export["inprocess"],
+        http_port=server.http_port,
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
+    with pytest.raises(TritonServerError, match=f"http_port={server.http_port}: .* is in use"):
+        second.start()
+    assert second.process is None
+
+
+def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_installed):
+    ports = [free_port(), free_port(), free_port()]
+    command = [
+        sys.executable,
+        "-m",
+        "spellfix.serve",
+        f"repository={triton_export['inprocess']}",
+        f"http_port={ports[0]}",
+        f"grpc_port={ports[1]}",
+        f"metrics_port={ports[2]}",
+        f"hydra.run.dir={Path(triton_export['export_dir']).parent / 'killed_run'}",
+    ]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in cli.stdout:
+            if line.startswith("Stop with"):
+                break
+        family = psutil.Process(cli.pid).children(recursive=True)
+        assert any(p.name() == "tritonserver" for p in family)
+        cli.kill()  # SIGKILL: no handler runs, only the kernel's parent-death signal
+        cli.wait(timeout=30)
+        _, alive = psutil.wait_procs(family, timeout=60)
+        assert [p.pid for p in alive] == [], "server or stubs outlived spellfix-serve"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
 
 
 def test_spellfix_serve_prints_endpoints_and_stops_on_sigterm(triton_export, server_installed):

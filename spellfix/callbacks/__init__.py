@@ -8,6 +8,7 @@ spellfix's utilization and throughput monitors.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import (
@@ -71,7 +72,11 @@ def build_callbacks(
                 f"callbacks.progress_bar.kind={progress.kind!r} is unknown; "
                 f"use one of {sorted(PROGRESS_BARS)}"
             )
-        callbacks.append(PROGRESS_BARS[progress.kind](refresh_rate=progress.refresh_rate))
+        refresh_rate = progress.refresh_rate
+        if not sys.stderr.isatty():
+            # In a log file each redraw is a line: CI and CloudWatch get one per N batches.
+            refresh_rate = max(refresh_rate, progress.get("log_refresh_rate", refresh_rate))
+        callbacks.append(PROGRESS_BARS[progress.kind](refresh_rate=refresh_rate))
 
     utilization = cfg.utilization
     if utilization.enabled:

@@ -148,12 +148,15 @@ class ProcessSampler:
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first call only starts psutil's interval
         self._total_gb = psutil.virtual_memory().total / GIB
+        self._cores = len(self._process.cpu_affinity() or []) or psutil.cpu_count() or 1
         self.device_names = [f"cpu ({psutil.cpu_count()} cores)"]
 
     def sample(self) -> list[dict[str, float]]:
         return [
             {
-                "cpu_percent": self._process.cpu_percent(None),
+                # psutil can overshoot right after a busy interval; no process uses
+                # more than every core.
+                "cpu_percent": min(self._process.cpu_percent(None), 100.0 * self._cores),
                 "rss_gb": self._process.memory_info().rss / GIB,
                 "mem_total_gb": self._total_gb,
             }

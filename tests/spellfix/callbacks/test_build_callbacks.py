@@ -93,3 +93,15 @@ def test_the_train_config_composes_the_group_and_overrides_reach_the_callbacks(
     checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     assert throughput.window == 7
     assert checkpoint._every_n_train_steps == 100
+
+
+def test_outside_a_terminal_the_progress_bar_redraws_rarely(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    cfg = default_config(**{"progress_bar.refresh_rate": 1, "progress_bar.log_refresh_rate": 200})
+    (bar,) = [c for c in build_callbacks(cfg, tmp_path) if isinstance(c, TQDMProgressBar)]
+    assert bar.refresh_rate == 200  # a log file gets a line per 200 batches, not per batch
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    (bar,) = [c for c in build_callbacks(cfg, tmp_path) if isinstance(c, TQDMProgressBar)]
+    assert bar.refresh_rate == 1

@@ -180,6 +180,7 @@ def load_system(
     # Imported here so the baselines (and the metrics) work without loading torch.
     from spellfix.correct import Corrector
 
+    beams = {"num_beams": num_beams} if num_beams != 1 else {}
     return Corrector.from_pretrained(
-        model_dir, backend=backend, device=device, batch_size=batch_size, num_beams=num_beams
+        model_dir, backend=backend, device=device, batch_size=batch_size, **beams
     )

@@ -89,6 +89,8 @@ class TorchRunner:
         from spellfix.tokenizer import decode_clean
 
         results = list(texts)
+        if not texts:
+            return results
         limit = self.settings["max_input_tokens"]
         lengths = {
             i: len(ids)

@@ -214,6 +214,8 @@ def _names(words: list[Word]) -> list[int]:
     """Positions of capitalized words the writer chose to capitalize: not the first word of
     a sentence, unless the query capitalizes most of its words (a title)."""
     correctable = [w for w in words if w.key is not None]
+    if correctable and all(w.text.isupper() for w in correctable):
+        return []  # all capitals: caps lock says nothing about names
     capitals = sum(w.text[0].isupper() for w in correctable)
     title_case = len(correctable) > 1 and capitals > 0.5 * len(correctable)
     positions, sentence_start = [], True

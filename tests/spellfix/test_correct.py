@@ -177,3 +177,26 @@ def test_cli_answers_each_line_as_it_arrives(channel_onnx_dir):
     finally:
         process.stdin.close()
         process.wait(timeout=60)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x00\x01binary\x00"])
+def test_a_missing_empty_or_binary_catalog_is_named_in_one_line(
+    channel_onnx_dir, tmp_path, content
+):
+    catalog = tmp_path / "catalog.tsv"
+    if content is not None:
+        catalog.write_bytes(content)
+    result = _cli(channel_onnx_dir, "--catalog", str(catalog), "teh best")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and str(catalog) in lines[0], lines
+
+
+def test_a_catalog_makes_its_titles_preferred(channel_onnx_dir, tmp_path):
+    catalog = tmp_path / "titles.tsv"
+    catalog.write_text("title\tartist\nQuuxington Love\tThe Zorblaxes\n")
+    plain = Corrector.from_pretrained(channel_onnx_dir, backend="onnx")
+    with_catalog = Corrector.from_pretrained(channel_onnx_dir, backend="onnx", catalog=catalog)
+    # Unknown to the lexicon, the word is copied; in the catalog, its typo is fixed.
+    assert plain.correct(["quuxingten love"]) == ["quuxingten love"]
+    assert with_catalog.correct(["quuxingten love"]) == ["quuxington love"]

@@ -393,19 +393,26 @@ class Lexicon:
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Lexicon:
-        """Counts of the correctable words and adjacent word pairs of clean queries."""
+        """Counts of the words and adjacent word pairs of clean queries.
+
+        An acronym (``DJ Snake``) is counted in lower case too: typed in lower case
+        (``dj snake``) it is a word to keep, not a typo of a shorter one.
+        """
         unigrams: dict[str, float] = {}
         bigrams: dict[tuple[str, str], float] = {}
         for text in texts:
             previous = None
             for word in split_words(text):
-                if word.key is None:
+                key = word.key
+                if key is None and _WORD_CORE.match(word.text) and _is_latin(word.text):
+                    key = word.text.casefold()
+                if key is None:
                     previous = None
                     continue
-                unigrams[word.key] = unigrams.get(word.key, 0.0) + 1.0
+                unigrams[key] = unigrams.get(key, 0.0) + 1.0
                 if previous is not None:
-                    bigrams[(previous, word.key)] = bigrams.get((previous, word.key), 0.0) + 1.0
-                previous = word.key
+                    bigrams[(previous, key)] = bigrams.get((previous, key), 0.0) + 1.0
+                previous = key
         return cls(unigrams, bigrams)
 
     @staticmethod

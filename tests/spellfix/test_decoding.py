@@ -118,6 +118,15 @@ def test_acronyms_and_elided_words_are_left_alone():
     assert [w.key for w in split_words("NEW YROK")] == ["new", "yrok"]
 
 
+def test_a_catalog_acronym_typed_in_lower_case_is_a_word_to_keep(lexicon):
+    catalog = Lexicon.from_texts(["Taki Taki DJ Snake"])
+    assert {"dj", "snake", "taki"} <= set(catalog.unigrams)
+    # Without the catalog "dj" is an unknown word one edit from "j"; with it, it stays.
+    mixed = Lexicon.mixed([(lexicon, 0.5), (catalog, 0.5)])
+    decoder = NoisyChannelDecoder(mixed, DecodingSettings(unknown_word_logprob=-8.0), edit_channel)
+    assert corrected(decoder, "taki tak dj snake") == "taki taki dj snake"
+
+
 def test_merged_and_split_words(decoder):
     assert corrected(decoder, "be cause") == "because"
     assert corrected(decoder, "dancefloor") == "dance floor"

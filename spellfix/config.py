@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -115,3 +116,20 @@ def rename_model_argument(new_key: str) -> None:
         f"{new_key}=" + arg.removeprefix("model=") if arg.startswith("model=") else arg
         for arg in sys.argv
     ]
+
+
+OUTPUT_DIR_KEYS = ("paths.output_dir", "paths.run_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_dirs(arguments: list[str]) -> None:
+    """Create the output directories named on the command line, or exit naming the one
+    that cannot be (Hydra would otherwise fail creating it with a traceback)."""
+    for argument in arguments:
+        key, sep, value = argument.partition("=")
+        if not sep or key.lstrip("+") not in OUTPUT_DIR_KEYS or not value or "${" in value:
+            continue
+        try:
+            Path(value).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"error: {key}={value}: cannot create it ({error.strerror})", file=sys.stderr)
+            sys.exit(2)

@@ -19,6 +19,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -42,7 +43,7 @@ from spellfix.calibrate import CalibrationReport, calibrate
 from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.batch_size import ThroughputTuner, load_search
 from spellfix.callbacks.samples import log_model_artifact
-from spellfix.config import Interrupted, UserConfigError, checked_main
+from spellfix.config import Interrupted, UserConfigError, check_output_dirs, checked_main
 from spellfix.correct import read_catalog
 from spellfix.data import SpellDataModule, resolve_dataset_dir
 from spellfix.decoding import CATALOG_FILE, LEXICON_FILE, DecodingSettings, save_settings
@@ -489,9 +490,15 @@ def remove_failed_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def main() -> None:
+    """``spellfix-train``: an output directory that cannot be made is named in one line."""
+    check_output_dirs(sys.argv[1:])
+    _hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @checked_main("train")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except BaseException:

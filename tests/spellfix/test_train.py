@@ -153,6 +153,14 @@ def test_unknown_key_fails_with_hydra_message(tmp_path: Path) -> None:
     assert "no_such_key" in done.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_an_output_dir_that_cannot_be_created_is_named_in_one_line(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "paths.output_dir=/proc/spellfix", timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "paths.output_dir=/proc/spellfix" in lines[0], lines
+
+
 def test_wrong_type_fails_with_hydra_message(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "data.max_tokens=lots", timeout=120)
     assert done.returncode != 0

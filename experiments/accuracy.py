@@ -158,10 +158,13 @@ def main() -> None:
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.models)
     test_sets = shared_test_sets()
+    datasets = {}  # models trained on the same data share its test sets
     for name, path in models.items():
         dataset = (Path(path).parent / "dataset").resolve()
         if dataset.is_dir():
-            test_sets += synthetic_test_sets(dataset, name)
+            datasets.setdefault(dataset, []).append(name)
+    for dataset, names in datasets.items():
+        test_sets += synthetic_test_sets(dataset, ", ".join(names))
     systems = {name: load_system(path) for name, path in models.items()}
     systems |= {name: load_system(name) for name in BASELINES}
     results = {

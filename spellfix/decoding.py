@@ -545,6 +545,8 @@ class NoisyChannelDecoder:
             lexicon = Lexicon.mixed(
                 [(lexicon, 1.0 - settings.catalog_weight), (catalog, settings.catalog_weight)]
             )
+        # A name the lexicon lacks is kept, unless it is a typo of one the catalog holds.
+        self.catalog_words = frozenset(catalog.unigrams) if catalog is not None else frozenset()
         self.lexicon = lexicon
         self.hidden: frozenset[str] = frozenset()
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -590,7 +592,11 @@ class NoisyChannelDecoder:
             if self.settings.keep_capitalized_unknown:
                 for position in _names(words):
                     if not self._known(words[position].key):
-                        scored[position] = [e for e in scored[position] if not e.changed]
+                        scored[position] = [
+                            e
+                            for e in scored[position]
+                            if not e.changed or set(e.words) <= self.catalog_words
+                        ]
             lattices.append(Lattice(text, words, scored))
         return lattices
 

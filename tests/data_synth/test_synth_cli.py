@@ -1,5 +1,6 @@
 """spellfix-synth as users run it: a summary on success, one line and exit 2 on bad input."""
 
+import signal
 import subprocess
 import sys
 
@@ -72,3 +73,23 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, files, overrides, mess
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_synthesizing_says_so_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "data_synth.cli", f"output_dir={out}", "build.progress=true"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    seen = b""
+    while b"synthesizing" not in seen:  # the progress bar: the work has begun
+        chunk = process.stderr.read1(4096)
+        assert chunk, f"synth ended before it began synthesizing: {seen[-500:]!r}"
+        seen += chunk
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    last = (seen + rest).decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert last == f"spellfix-synth: interrupted; {out} was not written"
+    assert b"Traceback" not in seen + rest
+    assert not out.exists()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from spellfix.correct import Corrector
 
@@ -200,3 +201,12 @@ def test_a_catalog_makes_its_titles_preferred(channel_onnx_dir, tmp_path):
     # Unknown to the lexicon, the word is copied; in the catalog, its typo is fixed.
     assert plain.correct(["quuxingten love"]) == ["quuxingten love"]
     assert with_catalog.correct(["quuxingten love"]) == ["quuxington love"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_device_cuda_without_cuda_is_refused_in_one_line(tiny_channel_dir):
+    command = [sys.executable, "-m", "spellfix.correct", "--model", str(tiny_channel_dir)]
+    result = subprocess.run([*command, "--device", "cuda", "teh best"], capture_output=True)
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "cuda" in lines[0], lines

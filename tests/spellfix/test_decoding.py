@@ -127,6 +127,18 @@ def test_a_catalog_acronym_typed_in_lower_case_is_a_word_to_keep(lexicon):
     assert corrected(decoder, "taki tak dj snake") == "taki taki dj snake"
 
 
+def test_a_capitalized_unknown_word_is_a_name_unless_the_catalog_knows_it(lexicon):
+    catalog = Lexicon.from_texts(["Despacito Luis Fonsi"])
+    settings = DecodingSettings(unknown_word_logprob=-8.0)
+    plain = NoisyChannelDecoder(lexicon, settings, edit_channel)
+    assert corrected(plain, "Despasito Luis Fonsi") == "Despasito Luis Fonsi"
+    music = NoisyChannelDecoder(
+        lexicon, settings.updated(constraint="catalog"), edit_channel, catalog
+    )
+    assert corrected(music, "Despasito Luis Fonsi") == "Despacito Luis Fonsi"
+    assert corrected(music, "Kanye West") == "Kanye West"  # a name nobody listed: kept
+
+
 def test_merged_and_split_words(decoder):
     assert corrected(decoder, "be cause") == "because"
     assert corrected(decoder, "dancefloor") == "dance floor"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,17 @@ def test_resuming_another_architecture_is_refused_in_one_line(tmp_path: Path) ->
     assert done.returncode == 2
     assert "another architecture (d_model 32 there, 48 here)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_more_cpu_processes_than_cores_is_one_warning(tmp_path: Path, monkeypatch) -> None:
+    from spellfix.train import warn_oversubscription
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = compose_train(tmp_path, "trainer.accelerator=cpu", "trainer.devices=3")
+    with pytest.warns(UserWarning, match="trainer.devices=3 CPU processes on 2 cores") as caught:
+        warn_oversubscription(cfg)
+    assert len(caught) == 1
+    fits = compose_train(tmp_path, "trainer.accelerator=cpu", "trainer.devices=2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_oversubscription(fits)

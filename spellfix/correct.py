@@ -398,6 +398,8 @@ def read_catalog(path: str | Path) -> Lexicon:
     from data_synth.corpus import CorpusError, read_corpus
 
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"catalog {path}: no such file")
     config = {
         "source": "auto",
         "path": str(path),

@@ -156,6 +156,7 @@ class SpellCorrector(pl.LightningModule):
         )
         self.lexicon_path = lexicon_path
         self.catalog: Lexicon | None = None  # set by training when decoding.catalog is given
+        self._channel: tuple[tuple, NoisyChannelDecoder] | None = None
         self._lexicon: Lexicon | None = None
         self.val_generation_samples = val_generation_samples
         # The encoder-decoder stack without the LM head, compiled when asked. Kept in a
@@ -242,9 +243,17 @@ class SpellCorrector(pl.LightningModule):
             if not self.lexicon_path:
                 raise ValueError("a channel model decodes with a lexicon; lexicon_path is unset")
             self._lexicon = Lexicon.load(self.lexicon_path)
-        return NoisyChannelDecoder(
-            self._lexicon, self.decoding, _ModuleRunner(self).score, catalog=self.catalog
-        )
+        # The lexicon's index (and, with a catalog, the mixed lexicon) is built once; each
+        # call gets an empty score cache, since the weights move between calls.
+        key = (id(self._lexicon), id(self.catalog), self.decoding.constraint)
+        if self._channel is None or self._channel[0] != key:
+            built = NoisyChannelDecoder(
+                self._lexicon, self.decoding, _ModuleRunner(self).score, catalog=self.catalog
+            )
+            self._channel = (key, built)
+        decoder = self._channel[1].with_scorer(_ModuleRunner(self).score)
+        decoder.settings = self.decoding
+        return decoder
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()

@@ -14,6 +14,7 @@ dataset cache, the tokenizer) or done by rank zero only.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +376,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_strategy(cfg)
     if not _is_launched_rank():
         warn_oversubscription(cfg)
+    for word_file in [
+        *([cfg.decoding.catalog] if cfg.decoding.catalog else []),
+        *(cfg.decoding.lexicon or []),
+    ]:  # a bad catalog or word list fails here, not after training
+        try:
+            read_catalog(word_file)
+        except ValueError as error:
+            raise UserConfigError(f"decoding: {error}") from None
     if cfg.data.get("pairs"):  # a bad pairs file fails here, before any work
         from spellfix.data import split_real_pairs
 
@@ -496,15 +506,26 @@ def main() -> None:
     _hydra_main()
 
 
+def _removes_failed_run(body: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    """Around the config checks too: a run refused for its config leaves no directory."""
+
+    @functools.wraps(body)
+    def run(cfg: DictConfig) -> None:
+        try:
+            body(cfg)
+        except BaseException:
+            if not _is_launched_rank():
+                remove_failed_run(Path(HydraConfig.get().runtime.output_dir))
+            raise
+
+    return run
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@_removes_failed_run
 @checked_main("train")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except BaseException:
-        if not _is_launched_rank():
-            remove_failed_run(Path(HydraConfig.get().runtime.output_dir))
-        raise
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -256,3 +256,12 @@ def test_more_cpu_processes_than_cores_is_one_warning(tmp_path: Path, monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_oversubscription(fits)
+
+
+def test_a_missing_catalog_stops_the_run_before_any_work(tmp_path: Path) -> None:
+    missing = tmp_path / "titles.tsv"
+    done = run_cli(tmp_path, f"decoding.catalog={missing}", "paths.run_name=refused", timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0], lines
+    assert not (tmp_path / "runs" / "refused").exists()

@@ -206,7 +206,7 @@ def describe_model(model_dir: Path) -> str:
         f"{shape['d_model']}-d, {shape['encoder_layers']}+{shape['decoder_layers']} layers, "
         f"{config['data'].get('direction', 'forward')} model, max_time {trainer['max_time']}, "
         f"noise {config['data']['noise_mode']}; decoding {decoding['mode']}, calibrated "
-        f"apply_threshold {decoding['apply_threshold']:.2f}, change_penalty "
+        f"apply_threshold {decoding['apply_threshold']:.6g}, change_penalty "
         f"{decoding['change_penalty']}, unknown_word_logprob {decoding['unknown_word_logprob']} "
         f"({model_dir})"
     )

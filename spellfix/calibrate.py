@@ -63,9 +63,10 @@ class CalibrationReport:
             f"lm_weight={s.lm_weight}, change_penalty={s.change_penalty}, "
             f"known_word_penalty={s.known_word_penalty}, "
             f"unknown_word_logprob={s.unknown_word_logprob}, "
-            f"apply_threshold={s.apply_threshold:.3f} "
-            f"(isolated words {s.isolated_word_apply_threshold:.3f}), "
-            f"suggest_threshold={s.suggest_threshold:.3f}"
+            # Six digits: a threshold of 0.99986 is not one of 1.000.
+            f"apply_threshold={s.apply_threshold:.6g} "
+            f"(isolated words {s.isolated_word_apply_threshold:.6g}), "
+            f"suggest_threshold={s.suggest_threshold:.6g}"
             f" -> accuracy {self.accuracy:.1%}, correct queries changed {self.overcorrection:.1%}"
         )
 

@@ -117,27 +117,33 @@ def score(system, test_set: TestSet) -> dict:
 
 
 def table(test_sets: list[TestSet], results: dict, models: list[str]) -> list[str]:
-    lines = [
-        "| test set | n | system | accuracy | CER | changed | queries/s |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
+    lines = list(TABLE_HEADER)
     for test_set in test_sets:
         rows = results[test_set.name]
         for system, row in rows.items():
             loses = system in models and loses_to_baselines(test_set, row, rows)
-            cells = [
-                test_set.name,
-                str(len(test_set.sources)),
-                system,
-                f"{row['accuracy']:.1%}",
-                f"{row['cer']:.3f}",
-                f"{row['changed']:.1%}",
-                f"{row['queries_per_s']:,.0f}",
-            ]
-            if loses:
-                cells = [f"**{cell}**" for cell in cells]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append(table_row(test_set, system, row, bold=loses))
     return lines
+
+
+TABLE_HEADER = (
+    "| test set | n | system | accuracy | CER | changed | queries/s |",
+    "|---|---:|---|---:|---:|---:|---:|",
+)
+
+
+def table_row(test_set: TestSet, system: str, row: dict, bold: bool) -> str:
+    """One system on one test set; a row in bold is a model that loses."""
+    cells = [
+        test_set.name,
+        str(len(test_set.sources)),
+        system,
+        f"{row['accuracy']:.1%}",
+        f"{row['cer']:.3f}",
+        f"{row['changed']:.1%}",
+        f"{row['queries_per_s']:,.0f}",
+    ]
+    return "| " + " | ".join(f"**{cell}**" if bold else cell for cell in cells) + " |"
 
 
 def loses_to_baselines(test_set: TestSet, row: dict, rows: dict) -> bool:

@@ -22,7 +22,14 @@ import argparse
 import json
 from pathlib import Path
 
-from experiments.accuracy import TestSet, describe_model, score, titles_with_artists
+from experiments.accuracy import (
+    TABLE_HEADER,
+    TestSet,
+    describe_model,
+    score,
+    table_row,
+    titles_with_artists,
+)
 from experiments.common import write_results
 from spellfix.baselines import IdentitySpeller, SymSpellSpeller
 from spellfix.correct import Corrector, read_catalog
@@ -52,10 +59,7 @@ def main() -> None:
         ),
         "identity": IdentitySpeller(),
     }
-    lines = [
-        "| test set | n | system | accuracy | CER | changed | queries/s |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
+    lines = list(TABLE_HEADER)
     for test_set in test_sets:
         rows = {name: score(system, test_set) for name, system in systems.items()}
         for name, row in rows.items():
@@ -65,16 +69,7 @@ def main() -> None:
                 if test_set.correct
                 else row["accuracy"] < symspell["accuracy"]
             )
-            cells = [
-                test_set.name,
-                str(len(test_set.sources)),
-                name,
-                f"{row['accuracy']:.1%}",
-                f"{row['cer']:.3f}",
-                f"{row['changed']:.1%}",
-                f"{row['queries_per_s']:,.0f}",
-            ]
-            lines.append("| " + " | ".join(f"**{c}**" if loses else c for c in cells) + " |")
+            lines.append(table_row(test_set, name, row, bold=loses))
     body = "\n".join(
         [
             "The model row is in **bold** where it loses to SymSpell with the catalog, or "

@@ -206,7 +206,8 @@ def test_a_busy_port_is_refused_before_anything_starts(served, triton_export):
     assert second.process is None
 
 
-def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_installed):
+def _start_serve_cli(triton_export, run_name: str) -> tuple[subprocess.Popen, list[int], str]:
+    """``spellfix-serve`` on free ports, read up to its "Stop with" line (what it printed)."""
     ports = [free_port(), free_port(), free_port()]
     command = [
         sys.executable,
@@ -216,13 +217,20 @@ def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_inst
         f"http_port={ports[0]}",
         f"grpc_port={ports[1]}",
         f"metrics_port={ports[2]}",
-        f"hydra.run.dir={Path(triton_export['export_dir']).parent / 'killed_run'}",
+        f"hydra.run.dir={Path(triton_export['export_dir']).parent / run_name}",
     ]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in cli.stdout:  # bounded: the server gives up after startup_timeout_s
+        lines.append(line)
+        if line.startswith("Stop with"):
+            break
+    return cli, ports, "".join(lines)
+
+
+def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_installed):
+    cli, _, _ = _start_serve_cli(triton_export, "killed_run")
     try:
-        for line in cli.stdout:
-            if line.startswith("Stop with"):
-                break
         family = psutil.Process(cli.pid).children(recursive=True)
         assert any(p.name() == "tritonserver" for p in family)
         cli.kill()  # SIGKILL: no handler runs, only the kernel's parent-death signal
@@ -236,25 +244,8 @@ def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_inst
 
 
 def test_spellfix_serve_prints_endpoints_and_stops_on_sigterm(triton_export, server_installed):
-    ports = [free_port(), free_port(), free_port()]
-    command = [
-        sys.executable,
-        "-m",
-        "spellfix.serve",
-        f"repository={triton_export['inprocess']}",
-        f"http_port={ports[0]}",
-        f"grpc_port={ports[1]}",
-        f"metrics_port={ports[2]}",
-        f"hydra.run.dir={Path(triton_export['export_dir']).parent / 'serve_run'}",
-    ]
-    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cli, ports, printed = _start_serve_cli(triton_export, "serve_run")
     try:
-        lines = []
-        for line in cli.stdout:  # bounded: the server gives up after startup_timeout_s
-            lines.append(line)
-            if line.startswith("Stop with"):
-                break
-        printed = "".join(lines)
         assert f"http://127.0.0.1:{ports[0]}" in printed, printed
         assert f"grpc://127.0.0.1:{ports[1]}" in printed
         assert f"http://127.0.0.1:{ports[2]}/metrics" in printed

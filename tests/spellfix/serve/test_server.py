@@ -187,7 +187,9 @@ def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
         # The server and one stub per model instance (spellfix, encoder, decoder).
         assert names.count("triton_python_backend_stub") == 3, names
         assert names.count("tritonserver") == 1, names
-        assert any(scratch.iterdir()), "the server's temp files live in its own scratch dir"
+        # The python backend's temp files (python_env_*) go where TMPDIR points; whether
+        # they are still there at this moment depends on the backend's timing.
+        assert family[0].environ()["TMPDIR"] == str(scratch), "the server's temp dir is its own"
     assert _alive(family) == []
     assert not server.is_ready()
     assert not scratch.exists(), "nothing of the server is left in the temp dir"

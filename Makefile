@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	# That server's python-backend stub is built against numpy 1.x, so the Triton model
 	# files run on a Python of their own (spellfix-serve's default python_env).
 	$(BIN)/python -m venv $(VENV)/triton-python
-	$(VENV)/triton-python/bin/pip install --quiet "numpy<2" onnxruntime tokenizers
+	$(VENV)/triton-python/bin/pip install --quiet "numpy<2" onnxruntime tokenizers rapidfuzz
 	touch $@
 
 setup: $(BIN)/.installed

@@ -2,8 +2,9 @@
 
 Training (validation metrics, calibration), every back end (PyTorch, ONNX Runtime,
 TensorRT, the Triton models) and export read this module, so a query gets the same
-correction wherever it runs. It imports only the standard library and numpy: the Triton
-python-backend model copies it next to its ``model.py`` (see ``spellfix.export.triton``).
+correction wherever it runs. It imports only the standard library, numpy and rapidfuzz:
+the Triton python-backend model copies it next to its ``model.py`` (see
+``spellfix.export.triton``).
 
 Two modes, recorded per model in ``decoding.json``:
 
@@ -30,7 +31,11 @@ Inputs longer than the model was trained on are left alone.
 
 The weights (``lm_weight``, ``change_penalty``, ``unknown_word_logprob``) and the two
 thresholds are chosen on the validation split at the end of training
-(``spellfix.calibrate``) and saved in ``decoding.json``.
+(``spellfix.calibrate``) and saved in ``decoding.json``. ``web_word_offset`` is not:
+it prices keeping a word that only a web word list knows (``Lexicon.web``), and what it
+trades (names and slang kept against common misspellings left alone, which such lists
+also hold) is invisible in synthetic validation data, whose typos are random; it was
+chosen on real text instead (``experiments/results/accuracy.md``).
 """
 
 from __future__ import annotations
@@ -47,10 +52,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from rapidfuzz.distance import OSA
 
 DECODING_FILE = "decoding.json"
 LEXICON_FILE = "lexicon.tsv"
 LEXICON_HEADER = "# spellfix lexicon 1: word<TAB>count, or first second<TAB>pair count"
+# After this line, a lexicon file lists web words: word<TAB>frequency (share of web text).
+WEB_SECTION = "# web words: word<TAB>frequency; kept when typed, never proposed"
 MODES = ("channel", "generate")
 CONSTRAINTS = ("lexicon", "catalog", "none")
 # SymSpell's trick: deletes are indexed on a word's first characters only, which bounds
@@ -68,7 +76,7 @@ class DecodingSettings:
     constraint: str = "lexicon"  # lexicon | catalog (catalog entries preferred) | none
     max_edit_distance: int = 2  # candidates differ from a typed word by at most this (OSA)
     short_word_max_edit_distance: int = 1  # ... and words of <= 4 letters by at most this
-    max_candidates: int = 30  # lexicon candidates per typed word, nearest and most frequent first
+    max_candidates: int = 10  # lexicon candidates per typed word, nearest and most frequent first
     min_word_length: int = 2  # shorter words are never changed ("a", "i", "u")
     beam_width: int = 12  # states kept per position by the Viterbi search
     lm_weight: float = 1.0  # weight of the word-pair language model against the channel
@@ -77,6 +85,7 @@ class DecodingSettings:
         -12.0
     )  # log P(a word is not in the lexicon); its letters cost more
     change_penalty: float = 2.0  # log-odds against changing a word at all
+    web_word_offset: float = -8.0  # added to a web word's log frequency when it is kept
     known_word_penalty: float = 8.0  # ... and more against changing a word the lexicon knows
     keep_capitalized_unknown: bool = True  # a capitalized word the lexicon lacks is a name: kept
     spelling_weight: float = 0.5  # weight of the spelling model in an unknown word's log-prob
@@ -210,6 +219,16 @@ def split_words(text: str) -> list[Word]:
     return words
 
 
+def is_word_key(text: str) -> bool:
+    """Whether ``text`` is the key ``split_words`` gives a lower-case word typed alone:
+    Latin letters only, already case-folded. (split_words itself, for a word list.)"""
+    return (
+        bool(_WORD_CORE.match(text))
+        and text.casefold() == text
+        and (text.isascii() or _is_latin(text))
+    )
+
+
 def _names(words: list[Word]) -> list[int]:
     """Positions of capitalized words the writer chose to capitalize: not the first word of
     a sentence, unless the query capitalizes most of its words (a title)."""
@@ -241,25 +260,9 @@ def transfer_case(typed: str, word: str) -> str:
 
 def osa_distance(a: str, b: str, limit: int) -> int:
     """Optimal-string-alignment distance (adjacent transpositions count one), or
-    ``limit + 1`` as soon as it must exceed ``limit``."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    previous_previous: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        current = [i] + [0] * len(b)
-        row_min = i
-        for j in range(1, len(b) + 1):
-            cost = 0 if a[i - 1] == b[j - 1] else 1
-            value = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                value = min(value, previous_previous[j - 2] + 1)
-            current[j] = value
-            row_min = min(row_min, value)
-        if row_min > limit:
-            return limit + 1
-        previous_previous, previous = previous, current
-    return previous[-1]
+    ``limit + 1`` when it exceeds ``limit``. rapidfuzz's, in C++: candidate search
+    measures thousands of words per batch, and a Python loop spent half its time here."""
+    return OSA.distance(a, b, score_cutoff=limit)
 
 
 def _deletes(word: str, distance: int) -> set[str]:
@@ -329,11 +332,25 @@ class Lexicon:
     Counts are floats, so lexicons from different sources (the built-in English
     dictionary, a corpus, a catalog) can be mixed at a chosen share of the mass
     (``mixed``). The deletion index for candidate search is built on first use.
+
+    ``web`` holds words seen on the web that the counts lack (``mom``, ``adsense``,
+    ``beyonce``), with their frequency in web text. They are never proposed as a
+    correction, since such a list also holds people's commonest misspellings (``teh``,
+    ``becuase``); they only make keeping a typed word as likely as its frequency says,
+    so a name or a brand is not replaced by a dictionary word that looks like it.
     """
 
-    def __init__(self, unigrams: dict[str, float], bigrams: dict[tuple[str, str], float]) -> None:
+    def __init__(
+        self,
+        unigrams: dict[str, float],
+        bigrams: dict[tuple[str, str], float],
+        web: dict[str, float] | None = None,
+    ) -> None:
         self.unigrams = {w: float(c) for w, c in unigrams.items() if c > 0}
         self.bigrams = {pair: float(c) for pair, c in bigrams.items() if c > 0}
+        self.web = {
+            w: math.log(f) for w, f in (web or {}).items() if f > 0 and w not in self.unigrams
+        }
         self.total = sum(self.unigrams.values()) or 1.0
         self.log_total = math.log(self.total)
         self.followers_total: dict[str, float] = {}
@@ -363,8 +380,12 @@ class Lexicon:
         path = Path(path)
         unigrams: dict[str, float] = {}
         bigrams: dict[tuple[str, str], float] = {}
+        web: dict[str, float] = {}
+        counted = unigrams
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
+                if line.rstrip("\n") == WEB_SECTION:
+                    counted = web
                 if line.startswith("#") or not line.strip():
                     continue
                 entry, _, count = line.rstrip("\n").rpartition("\t")
@@ -374,12 +395,12 @@ class Lexicon:
                     raise ValueError(f"{path}:{number}: expected 'word<TAB>count'") from None
                 parts = entry.split(" ")
                 if len(parts) == 1 and parts[0]:
-                    unigrams[parts[0]] = value
+                    counted[parts[0]] = value
                 elif len(parts) == 2 and all(parts):
                     bigrams[(parts[0], parts[1])] = value
                 else:
                     raise ValueError(f"{path}:{number}: expected one word or two, got {entry!r}")
-        return cls(unigrams, bigrams)
+        return cls(unigrams, bigrams, web)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -388,6 +409,12 @@ class Lexicon:
         lines += [
             f"{a} {b}\t{c:.6g}" for (a, b), c in sorted(self.bigrams.items(), key=lambda e: -e[1])
         ]
+        if self.web:
+            lines.append(WEB_SECTION)
+            lines += [
+                f"{w}\t{math.exp(lp):.6g}"
+                for w, lp in sorted(self.web.items(), key=lambda e: -e[1])
+            ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
 
@@ -420,7 +447,11 @@ class Lexicon:
         """One lexicon giving each part the given share of the unigram (and pair) mass."""
         unigrams: dict[str, float] = {}
         bigrams: dict[tuple[str, str], float] = {}
+        web: dict[str, float] = {}
         scale = 1e9  # counts stay in a familiar range, so files read naturally
+        for lexicon, _ in parts:
+            for word, logprob in lexicon.web.items():
+                web[word] = max(web.get(word, 0.0), math.exp(logprob))
         for lexicon, share in parts:
             if share <= 0 or not lexicon.unigrams:
                 continue
@@ -431,7 +462,7 @@ class Lexicon:
             pair_factor = scale * share / pair_total
             for pair, count in lexicon.bigrams.items():
                 bigrams[pair] = bigrams.get(pair, 0.0) + count * pair_factor
-        return Lexicon(unigrams, bigrams)
+        return Lexicon(unigrams, bigrams, web)
 
     # -- the language model
     def unigram_logprob(self, word: str, unknown: float) -> float:
@@ -663,9 +694,7 @@ class NoisyChannelDecoder:
         for word in words:
             unknown = word in self.hidden or word not in self.lexicon.unigrams
             if unknown:
-                total += settings.unknown_word_logprob + settings.spelling_weight * (
-                    self.lexicon.spelling.logprob(word)
-                )
+                total += self._unknown_logprob(word, settings)
                 previous = None
                 continue
             total += self.lexicon.pair_logprob(
@@ -676,6 +705,17 @@ class NoisyChannelDecoder:
             )
             previous = word
         return total, previous
+
+    def _unknown_logprob(self, word: str, settings: DecodingSettings) -> float:
+        """log P of a word the lexicon does not count: its web frequency, discounted by
+        ``web_word_offset``, or else the price of an unknown word and of its letters."""
+        spelled = settings.unknown_word_logprob + settings.spelling_weight * (
+            self.lexicon.spelling.logprob(word)
+        )
+        web = self.lexicon.web.get(word)
+        if web is None or word in self.hidden:
+            return spelled
+        return max(spelled, web + settings.web_word_offset)
 
     def _edge_score(self, edge: Edge, previous: str | None, settings: DecodingSettings):
         lm, state = self._lm(previous, edge.words, settings)

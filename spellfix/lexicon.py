@@ -9,7 +9,10 @@ of the probability mass so that counts from different sources are comparable:
   ``decoding.english`` asks for it;
 - the clean side of the training split of any other corpus (a search team's queries:
   their words and word pairs, counted);
-- the word lists and catalogs named in ``decoding.lexicon``.
+- the word lists and catalogs named in ``decoding.lexicon``;
+- English words of the web that none of those count (``decoding.web_words``: wordfreq's
+  large English list, 321k words from Wikipedia, subtitles, news, books, web pages,
+  Twitter and Reddit), as the lexicon's ``web`` words: kept when typed, never proposed.
 
 A catalog named in ``decoding.catalog`` is saved apart, as ``catalog.tsv``: with
 ``decoding.constraint=catalog`` its entries are preferred over other words.
@@ -18,11 +21,12 @@ A catalog named in ``decoding.catalog`` is saved apart, as ``catalog.tsv``: with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 from data_synth.corpus import builtin_frequencies, contractions
 from spellfix.correct import read_catalog
-from spellfix.decoding import Lexicon
+from spellfix.decoding import Lexicon, is_word_key
 
 
 def english_lexicon() -> Lexicon:
@@ -38,6 +42,23 @@ def english_lexicon() -> Lexicon:
     return Lexicon(unigrams, {p: float(c) for p, c in pairs.items()})
 
 
+@cache
+def web_words() -> dict[str, float]:
+    """wordfreq's large English list: word -> frequency, for the words a query can correct.
+
+    The names, brands, slang and abbreviations of real queries (``kanye``, ``adsense``,
+    ``ppl``, ``mr``) are there and not in any dictionary; so are common misspellings,
+    which is why these words are only ever kept, never proposed (see ``Lexicon``).
+    """
+    from wordfreq import get_frequency_dict  # imported here: 0.5 s to read, training only
+
+    return {
+        word: frequency
+        for word, frequency in get_frequency_dict("en", wordlist="large").items()
+        if is_word_key(word)
+    }
+
+
 def build_lexicon(
     corpus_texts: Sequence[str],
     *,
@@ -45,6 +66,7 @@ def build_lexicon(
     english: bool,
     corpus_share: float,
     files: Sequence[str | Path] = (),
+    web: bool = True,
 ) -> Lexicon:
     """The model's lexicon from its training corpus, English and the user's word lists.
 
@@ -59,9 +81,13 @@ def build_lexicon(
     own += [read_catalog(path) for path in files]
     english = english or builtin_corpus
     if not own:
-        return english_lexicon()
-    own_mass = corpus_share if english else 1.0
-    parts = [(lexicon, own_mass / len(own)) for lexicon in own]
-    if english:
-        parts.append((english_lexicon(), 1.0 - corpus_share))
-    return Lexicon.mixed(parts)
+        lexicon = english_lexicon()
+    else:
+        own_mass = corpus_share if english else 1.0
+        parts = [(lexicon, own_mass / len(own)) for lexicon in own]
+        if english:
+            parts.append((english_lexicon(), 1.0 - corpus_share))
+        lexicon = Lexicon.mixed(parts)
+    if web:
+        lexicon = Lexicon(lexicon.unigrams, lexicon.bigrams, web_words())
+    return lexicon

@@ -147,7 +147,7 @@ def prepare_tokenizer(
 
 # conf/decoding keys that are not saved decoding settings: they build the lexicon and
 # drive calibration.
-_LEXICON_KEYS = ("english", "corpus_share", "lexicon", "catalog")
+_LEXICON_KEYS = ("english", "web_words", "corpus_share", "lexicon", "catalog")
 _CALIBRATION_KEYS = (
     "calibrate",
     "target_overcorrection",
@@ -192,6 +192,7 @@ def prepare_lexicon(cfg: DictConfig, dataset_dir: Path, run_dir: Path) -> Path:
         english=bool(cfg.decoding.english),
         corpus_share=float(cfg.decoding.corpus_share),
         files=list(cfg.decoding.lexicon or []),
+        web=bool(cfg.decoding.web_words),
     )
     if cfg.decoding.catalog:
         read_catalog(cfg.decoding.catalog).save(run_dir / CATALOG_FILE)

@@ -181,8 +181,11 @@ class OrtSeq2Seq:
         """
         if not sources:
             return np.zeros(0, np.float64)
-        source_ids = [e.ids for e in self.tokenizer.encode_batch(list(sources))]
-        target_ids = [e.ids for e in self.tokenizer.encode_batch(list(targets))]
+        # A typed word is the target of every one of its candidates: tokenize each text once.
+        texts = list(dict.fromkeys([*sources, *targets]))
+        ids = dict(zip(texts, (e.ids for e in self.tokenizer.encode_batch(texts)), strict=True))
+        source_ids = [ids[text] for text in sources]
+        target_ids = [ids[text] for text in targets]
         order = sorted(range(len(sources)), key=lambda i: (len(source_ids[i]), len(target_ids[i])))
         scores = np.zeros(len(sources), np.float64)
         start_token, pad = (

@@ -199,6 +199,37 @@ def test_lexicon_round_trips_and_names_a_bad_line(lexicon, tmp_path):
         Lexicon.load(path)
 
 
+def test_a_web_word_is_kept_when_typed_and_never_proposed(lexicon):
+    # Lower case, so not kept as a name: "rainn" is one edit from "rain" and corrected,
+    # unless the web says people write it.
+    web = Lexicon(lexicon.unigrams, lexicon.bigrams, {"rainn": 1e-3, "yorkk": 1e-2})
+    settings = DecodingSettings(unknown_word_logprob=-8.0, web_word_offset=0.0)
+    plain = NoisyChannelDecoder(lexicon, settings, edit_channel)
+    knows_web = NoisyChannelDecoder(web, settings, edit_channel)
+    assert corrected(plain, "queen rainn") == "queen rain"
+    assert corrected(knows_web, "queen rainn") == "queen rainn"
+    # A web word one edit from what was typed is not among the candidates.
+    lattice = knows_web.lattices(["new yorkkk"])[0]
+    assert {e.words for e in lattice.edges_from[1]} >= {("york",), ("yorkkk",)}
+    assert ("yorkk",) not in {e.words for e in lattice.edges_from[1]}
+    # A heavy discount makes a web word cost what any unknown word costs.
+    discounted = NoisyChannelDecoder(web, settings.updated(web_word_offset=-50.0), edit_channel)
+    assert corrected(discounted, "queen rainn") == "queen rain"
+
+
+def test_web_words_survive_the_lexicon_file_and_an_older_file_has_none(lexicon, tmp_path):
+    path = Lexicon(lexicon.unigrams, lexicon.bigrams, {"adsense": 2e-7, "the": 0.05}).save(
+        tmp_path / "lexicon.tsv"
+    )
+    loaded = Lexicon.load(path)
+    # "the" is counted already, so only "adsense" is a web word.
+    assert set(loaded.web) == {"adsense"}
+    assert loaded.web["adsense"] == pytest.approx(np.log(2e-7))
+    assert loaded.unigrams == lexicon.unigrams
+    older = lexicon.save(tmp_path / "older.tsv")
+    assert Lexicon.load(older).web == {}
+
+
 def test_mixing_gives_each_part_its_share():
     first = Lexicon({"a": 1.0, "b": 3.0}, {})
     second = Lexicon({"c": 100.0}, {})

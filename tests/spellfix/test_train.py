@@ -48,7 +48,7 @@ def run_cli(tmp_path: Path, *overrides: str, timeout: int = 600) -> subprocess.C
 
 @pytest.mark.slow
 def test_train_saves_a_calibrated_model_that_hf_loads_and_that_corrects(tmp_path: Path) -> None:
-    result = train(compose_train(tmp_path))
+    result = train(compose_train(tmp_path, "decoding.web_words=true"))
 
     model_dir = Path(result["model_dir"])
     AutoModelForSeq2SeqLM.from_pretrained(model_dir)
@@ -68,9 +68,11 @@ def test_train_saves_a_calibrated_model_that_hf_loads_and_that_corrects(tmp_path
     assert decoding["apply_threshold"] == meta["calibration"]["settings"]["apply_threshold"]
     assert (model_dir / "lexicon.tsv").stat().st_size > 1_000_000  # the English dictionary
     corrector = Corrector.from_pretrained(model_dir)
-    (answer,) = corrector.corrections(["new yrok city"])
+    assert "kanye" in corrector.decoder.lexicon.web  # and the web words
+    (answer, name) = corrector.corrections(["new yrok city", "kanye west"])
     # Even a 12-step model fixes a plain typo: the lexicon and the pair counts do the work.
     assert answer.correction == "new york city" and 0.5 <= answer.confidence <= 1.0
+    assert name.correction == "kanye west"
     assert (tmp_path / "latest").resolve() == Path(result["run_dir"])
     ckpt = torch.load(
         Path(result["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True

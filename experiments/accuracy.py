@@ -215,12 +215,12 @@ def describe_model(model_dir: Path) -> str:
         f"apply_threshold {decoding['apply_threshold']:.6g}, change_penalty "
         f"{decoding['change_penalty']}, unknown_word_logprob {decoding['unknown_word_logprob']}, "
         f"max_candidates {decoding['max_candidates']}, "
-        f"web words {web_words(model_dir):,} (web_word_offset "
+        f"web words {web_word_count(model_dir):,} (web_word_offset "
         f"{decoding.get('web_word_offset', 'none')}) ({model_dir})"
     )
 
 
-def web_words(model_dir: Path) -> int:
+def web_word_count(model_dir: Path) -> int:
     """How many web words the model's lexicon holds (0 for one built before they existed)."""
     from spellfix.decoding import LEXICON_FILE, Lexicon
 

@@ -158,7 +158,17 @@ _CALIBRATION_KEYS = (
 
 
 def decoding_settings(cfg: DictConfig) -> DecodingSettings:
-    """The decoding a run starts from: conf/decoding, in the mode of data.direction."""
+    """The decoding a run starts from: conf/decoding, in the mode of data.direction.
+
+    A value the settings refuse (``max_candidates=0``) is a config error in one line.
+    """
+    try:
+        return _decoding_settings(cfg)
+    except ValueError as error:
+        raise UserConfigError(str(error)) from None
+
+
+def _decoding_settings(cfg: DictConfig) -> DecodingSettings:
     values = OmegaConf.to_container(cfg.decoding, resolve=True)
     for key in (*_LEXICON_KEYS, *_CALIBRATION_KEYS):
         values.pop(key, None)
@@ -377,10 +387,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_strategy(cfg)
     if not _is_launched_rank():
         warn_oversubscription(cfg)
+    settings = decoding_settings(cfg)  # a bad decoding value fails before any work
     for word_file in [
         *([cfg.decoding.catalog] if cfg.decoding.catalog else []),
         *(cfg.decoding.lexicon or []),
-    ]:  # a bad catalog or word list fails here, not after training
+    ]:  # a bad catalog or word list fails here, before the dataset is synthesized
         try:
             read_catalog(word_file)
         except ValueError as error:
@@ -403,7 +414,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.data, cfg.noise, tokenizer, seed=cfg.seed, accelerator=cfg.trainer.accelerator
     )
 
-    settings = decoding_settings(cfg)
     lexicon_path = (
         prepare_lexicon(cfg, dataset_dir, run_dir) if settings.mode == "channel" else None
     )

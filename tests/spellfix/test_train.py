@@ -193,6 +193,7 @@ def test_deepspeed_on_cpu_fails_in_one_line(tmp_path: Path) -> None:
         ("data.batching=token", "data.batching='token': choose one of tokens, size"),
         ("data.noise_mode=dynmic", "data.noise_mode='dynmic': choose one of static, dynamic"),
         ("model.optim.warmup_ratio=0.1", "both set the warmup; set one of them to 0"),
+        ("decoding.max_candidates=0", "decoding.max_candidates must be >= 1, got 0"),
     ],
 )
 def test_a_value_outside_its_choices_or_in_conflict_is_refused(tmp_path, override, message):

@@ -214,9 +214,10 @@ def describe_model(model_dir: Path) -> str:
         f"noise {config['data']['noise_mode']}; decoding {decoding['mode']}, calibrated "
         f"apply_threshold {decoding['apply_threshold']:.6g}, change_penalty "
         f"{decoding['change_penalty']}, unknown_word_logprob {decoding['unknown_word_logprob']}, "
-        f"max_candidates {decoding['max_candidates']}, "
+        f"lm_weight {decoding['lm_weight']}, max_candidates {decoding['max_candidates']}, "
         f"web words {web_word_count(model_dir):,} (web_word_offset "
-        f"{decoding.get('web_word_offset', 'none')}) ({model_dir})"
+        f"{decoding.get('web_word_offset', 'none')}, web_word_midpoint "
+        f"{decoding.get('web_word_midpoint', 'none')}) ({model_dir})"
     )
 
 

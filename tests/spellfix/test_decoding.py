@@ -212,9 +212,26 @@ def test_a_web_word_is_kept_when_typed_and_never_proposed(lexicon):
     lattice = knows_web.lattices(["new yorkkk"])[0]
     assert {e.words for e in lattice.edges_from[1]} >= {("york",), ("yorkkk",)}
     assert ("yorkk",) not in {e.words for e in lattice.edges_from[1]}
-    # A heavy discount makes a web word cost what any unknown word costs.
+    # A heavy discount makes a web word cost more than an unknown word.
     discounted = NoisyChannelDecoder(web, settings.updated(web_word_offset=-50.0), edit_channel)
     assert corrected(discounted, "queen rainn") == "queen rain"
+
+
+def test_a_rare_web_word_is_priced_as_the_misspelling_it_mostly_is(lexicon):
+    # The web writes "rainn" too. Common on the web, it is meant as written and kept;
+    # seen once in a billion words, it is mostly a typo of "rain" and corrected. The
+    # generous offset keeps either at face value: the difference is the typo share.
+    def decoder(frequency: float, steepness: float) -> NoisyChannelDecoder:
+        web = Lexicon(lexicon.unigrams, lexicon.bigrams, {"rainn": frequency})
+        settings = DecodingSettings(
+            unknown_word_logprob=-8.0, web_word_offset=15.0, web_word_steepness=steepness
+        )
+        return NoisyChannelDecoder(web, settings, edit_channel)
+
+    assert corrected(decoder(1e-3, steepness=1.0), "queen rainn") == "queen rainn"
+    assert corrected(decoder(1e-9, steepness=1.0), "queen rainn") == "queen rain"
+    # Without the typo share, its frequency alone would have kept it.
+    assert corrected(decoder(1e-9, steepness=0.0), "queen rainn") == "queen rainn"
 
 
 def test_web_words_survive_the_lexicon_file_and_an_older_file_has_none(lexicon, tmp_path):

@@ -565,8 +565,8 @@ class NoisyChannelDecoder:
     """Corrects queries with a channel model, a lexicon and the settings; see the module doc.
 
     ``scorer`` is the back end: it scores (intended, typed) string pairs with the model.
-    ``hidden`` words are treated as absent from the lexicon (calibration uses it to
-    simulate names the lexicon does not know).
+    ``hidden`` words are treated as absent from the lexicon but known to the web, at their
+    own frequency (calibration uses it to simulate the names and slang real queries hold).
     """
 
     def __init__(
@@ -727,12 +727,19 @@ class NoisyChannelDecoder:
         ``web_word_midpoint``: ``os`` and ``aint`` are kept, ``comming`` is corrected.
         """
         web = self.lexicon.web.get(word)
-        if web is None or word in self.hidden:
+        if word in self.hidden:
+            web = self._hidden_web_logprob(word)
+        if web is None:
             return settings.unknown_word_logprob + settings.spelling_weight * (
                 self.lexicon.spelling.logprob(word)
             )
         real = log_sigmoid(settings.web_word_steepness * (web - settings.web_word_midpoint))
         return web + real + settings.web_word_offset
+
+    def _hidden_web_logprob(self, word: str) -> float | None:
+        """A hidden word is priced as a web word of its own frequency (see ``hidden``)."""
+        count = self.lexicon.unigrams.get(word)
+        return math.log(count) - self.lexicon.log_total if count else None
 
     def _edge_score(self, edge: Edge, previous: str | None, settings: DecodingSettings):
         lm, state = self._lm(previous, edge.words, settings)

@@ -724,7 +724,7 @@ class NoisyChannelDecoder:
         in a million fall 94% of the web words among real misspellings, against 59% of
         those in correct song titles and 8% of those in everyday messages. So the share
         meant as written is a logistic function of log frequency that falls below
-        ``web_word_midpoint``: ``os`` and ``aint`` are kept, ``comming`` is corrected.
+        ``web_word_midpoint``: ``aint`` and ``mom`` are kept, ``comming`` is corrected.
         """
         web = self.lexicon.web.get(word)
         if word in self.hidden:

@@ -1,16 +1,15 @@
 """Calibration: thresholds that hold the harm budget on correct queries, whatever is hidden.
 
-A stand-in channel (log P(typed | word) falls with the edit distance) keeps the decisions
-easy to reason about, as in test_decoding.
+The stand-in channel of conftest (decisions follow edit distance) keeps them easy to
+reason about, as in test_decoding.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from spellfix.calibrate import calibrate
-from spellfix.decoding import DecodingSettings, Lexicon, NoisyChannelDecoder, osa_distance
+from spellfix.decoding import DecodingSettings, Lexicon, NoisyChannelDecoder
 
 WORDS = {
     "the": 1000.0,
@@ -29,18 +28,15 @@ PAIRS = {("rain", "in"): 10.0, ("in", "spain"): 20.0, ("new", "york"): 250.0}
 PAIRS |= {("york", "city"): 200.0, ("good", "morning"): 150.0, ("the", "rain"): 30.0}
 
 
-def edit_channel(intended: list[str], typed: list[str]) -> np.ndarray:
-    return np.array(
-        [-1.0 - 3.0 * osa_distance(i, t, 10) for i, t in zip(intended, typed, strict=True)]
-    )
+@pytest.fixture
+def decoder_for(edit_channel):
+    def build(words: dict[str, float], web: dict[str, float] | None = None):
+        return NoisyChannelDecoder(Lexicon(words, PAIRS, web), DecodingSettings(), edit_channel)
+
+    return build
 
 
-def decoder_for(words: dict[str, float], web: dict[str, float] | None = None):
-    lexicon = Lexicon(words, PAIRS, web)
-    return NoisyChannelDecoder(lexicon, DecodingSettings(), edit_channel)
-
-
-def test_a_hidden_word_is_priced_as_a_web_word_of_its_own_frequency():
+def test_a_hidden_word_is_priced_as_a_web_word_of_its_own_frequency(decoder_for):
     # Calibration hides words to stand for the names a lexicon lacks; such words are
     # mostly on the web, so a hidden word costs what a web word of its frequency costs.
     hiding = decoder_for(WORDS)
@@ -55,7 +51,7 @@ def test_a_hidden_word_is_priced_as_a_web_word_of_its_own_frequency():
         assert hidden_result.confidence == pytest.approx(web_result.confidence, abs=1e-2)
 
 
-def test_calibration_holds_the_harm_budget_on_correct_queries_it_never_saw_hidden():
+def test_calibration_holds_the_harm_budget_on_correct_queries_it_never_saw_hidden(decoder_for):
     clean = ["new york city", "good morning", "the rain in spain", "the train"] * 30
     noisy = ["new yrok city", "good mornign", "the rain in spian", "the trian"] * 30
     decoder = decoder_for(WORDS)

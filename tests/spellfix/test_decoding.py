@@ -55,20 +55,13 @@ PAIRS |= {("queen", "bohemian"): 5, ("bohemian", "rhapsody"): 12, ("the", "best"
 PAIRS |= {("dance", "floor"): 30, ("in", "spain"): 20, ("rain", "in"): 10}
 
 
-def edit_channel(intended: list[str], typed: list[str]) -> np.ndarray:
-    """log P(typed | intended): -1 for a copy, then -3 per edit (spaces count as edits)."""
-    return np.array(
-        [-1.0 - 3.0 * osa_distance(i, t, 10) for i, t in zip(intended, typed, strict=True)]
-    )
-
-
 @pytest.fixture
 def lexicon() -> Lexicon:
     return Lexicon({w: float(c) for w, c in WORDS.items()}, {p: float(c) for p, c in PAIRS.items()})
 
 
 @pytest.fixture
-def decoder(lexicon: Lexicon) -> NoisyChannelDecoder:
+def decoder(lexicon: Lexicon, edit_channel) -> NoisyChannelDecoder:
     return NoisyChannelDecoder(lexicon, DecodingSettings(unknown_word_logprob=-8.0), edit_channel)
 
 
@@ -118,7 +111,7 @@ def test_acronyms_and_elided_words_are_left_alone():
     assert [w.key for w in split_words("NEW YROK")] == ["new", "yrok"]
 
 
-def test_a_catalog_acronym_typed_in_lower_case_is_a_word_to_keep(lexicon):
+def test_a_catalog_acronym_typed_in_lower_case_is_a_word_to_keep(lexicon, edit_channel):
     catalog = Lexicon.from_texts(["Taki Taki DJ Snake"])
     assert {"dj", "snake", "taki"} <= set(catalog.unigrams)
     # Without the catalog "dj" is an unknown word one edit from "j"; with it, it stays.
@@ -127,7 +120,7 @@ def test_a_catalog_acronym_typed_in_lower_case_is_a_word_to_keep(lexicon):
     assert corrected(decoder, "taki tak dj snake") == "taki taki dj snake"
 
 
-def test_a_capitalized_unknown_word_is_a_name_unless_the_catalog_knows_it(lexicon):
+def test_a_capitalized_unknown_word_is_a_name_unless_the_catalog_knows_it(lexicon, edit_channel):
     catalog = Lexicon.from_texts(["Despacito Luis Fonsi"])
     settings = DecodingSettings(unknown_word_logprob=-8.0)
     plain = NoisyChannelDecoder(lexicon, settings, edit_channel)
@@ -144,7 +137,7 @@ def test_merged_and_split_words(decoder):
     assert corrected(decoder, "dancefloor") == "dance floor"
 
 
-def test_abstention_returns_the_query_and_offers_a_suggestion(lexicon):
+def test_abstention_returns_the_query_and_offers_a_suggestion(lexicon, edit_channel):
     strict = DecodingSettings(unknown_word_logprob=-8.0, apply_threshold=1.0, suggest_threshold=0.3)
     decoder = NoisyChannelDecoder(lexicon, strict, edit_channel)
     result = decoder.correct(["new yrok city"])[0]
@@ -160,7 +153,7 @@ def test_every_correction_carries_a_probability(decoder):
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=1, max_size=40))
-def test_output_words_come_from_the_lexicon_or_the_input(text):
+def test_output_words_come_from_the_lexicon_or_the_input(edit_channel, text):
     lexicon = Lexicon({w: float(c) for w, c in WORDS.items()}, dict(PAIRS))
     decoder = NoisyChannelDecoder(
         lexicon, DecodingSettings(unknown_word_logprob=-8.0, apply_threshold=0.5), edit_channel
@@ -199,7 +192,7 @@ def test_lexicon_round_trips_and_names_a_bad_line(lexicon, tmp_path):
         Lexicon.load(path)
 
 
-def test_a_web_word_is_kept_when_typed_and_never_proposed(lexicon):
+def test_a_web_word_is_kept_when_typed_and_never_proposed(lexicon, edit_channel):
     # Lower case, so not kept as a name: "rainn" is one edit from "rain" and corrected,
     # unless the web says people write it.
     web = Lexicon(lexicon.unigrams, lexicon.bigrams, {"rainn": 1e-3, "yorkk": 1e-2})
@@ -217,7 +210,7 @@ def test_a_web_word_is_kept_when_typed_and_never_proposed(lexicon):
     assert corrected(discounted, "queen rainn") == "queen rain"
 
 
-def test_a_rare_web_word_is_priced_as_the_misspelling_it_mostly_is(lexicon):
+def test_a_rare_web_word_is_priced_as_the_misspelling_it_mostly_is(lexicon, edit_channel):
     # The web writes "rainn" too. Common on the web, it is meant as written and kept;
     # seen once in a billion words, it is mostly a typo of "rain" and corrected. The
     # generous offset keeps either at face value: the difference is the typo share.

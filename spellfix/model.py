@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
@@ -93,8 +95,20 @@ def decay_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[
     ]
 
 
-def warmup_schedule(warmup_steps: int, total_steps: int, kind: str):
-    """Linear warmup, then linear or cosine decay to zero over the remaining steps."""
+def warmup_schedule(
+    warmup_steps: int,
+    total_steps: int,
+    kind: str,
+    time_spent: Callable[[], float] | None = None,
+):
+    """Linear warmup, then linear or cosine decay to zero over the remaining steps.
+
+    ``time_spent`` (the share of ``trainer.max_time`` used, 0 to 1) makes the decay follow
+    the clock when that is further along than the steps: a run that the time limit stops
+    at 4,700 of 6,000 planned steps (a slower machine) still ends with its learning rate
+    decayed to zero instead of a tenth of the peak, and keeps the model that budget can
+    train best (Li et al., "Budgeted training", ICLR 2020).
+    """
     if kind not in ("linear", "cosine", "constant"):
         raise ValueError(f"model.optim.schedule={kind!r}; choose linear, cosine or constant")
 
@@ -104,11 +118,26 @@ def warmup_schedule(warmup_steps: int, total_steps: int, kind: str):
         if kind == "constant":
             return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if time_spent is not None:
+            progress = max(progress, min(1.0, time_spent()))
         if kind == "linear":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def time_budget_spent(trainer: pl.Trainer) -> Callable[[], float] | None:
+    """The share of ``trainer.max_time`` a run has used, as a callable; None without one."""
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    if timer is None or timer.time_remaining() is None:
+        return None
+
+    def spent() -> float:
+        elapsed = timer.time_elapsed()
+        return elapsed / max(1e-9, elapsed + timer.time_remaining())
+
+    return spent
 
 
 # Devices with a fused AdamW kernel (torch >= 2.4).
@@ -215,7 +244,8 @@ class SpellCorrector(pl.LightningModule):
         warmup = int(self.optim.get("warmup_steps", 0))
         if 0 < float(self.optim.get("warmup_ratio", 0.0)) < 1:
             warmup = int(total * float(self.optim["warmup_ratio"]))
-        factor = warmup_schedule(warmup, total, self.optim.get("schedule", "linear"))
+        clock = time_budget_spent(self.trainer) if self.optim.get("decay_by_time") else None
+        factor = warmup_schedule(warmup, total, self.optim.get("schedule", "linear"), clock)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,

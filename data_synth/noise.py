@@ -1,12 +1,13 @@
 """Seeded, named typo operations that turn a clean search query into a realistic noisy one.
 
 A corrector learns exactly the errors it is shown, so every operation here models one
-thing people really do when typing a query: hit a neighbouring key, drop or double a
-letter, swap two letters, spell by ear (``ph`` -> ``f``), run words together or split
-them, skip diacritics, apostrophes and capitals. Each operation has its own rate, the
-number of typos per query follows a configurable distribution, typos avoid a word's
-first letter (people rarely get it wrong), and a share of queries stays clean so that
-the model also learns to leave correct input alone.
+thing people really do when typing a query: hit a neighbouring key (or a letter from
+anywhere: ``nite``, ``smaking``), drop or double a letter, swap two letters, spell by ear
+(``ph`` -> ``f``), run words together or split them, skip diacritics, apostrophes and
+capitals. Each operation has its own rate, the number of typos per query follows a
+configurable distribution, typos avoid a word's first letter (people rarely get it
+wrong), and a share of queries stays clean so that the model also learns to leave
+correct input alone.
 
 Every result carries the names of the operations applied, so datasets can be audited
 (``data_synth.stats``) and the model's errors broken down by cause.
@@ -51,6 +52,8 @@ DEFAULT_CONFUSIONS = Path(__file__).with_name("phonetic.tsv")
 TYPO_OPS: tuple[str, ...] = (
     "keyboard_substitute",  # a neighbouring key instead of the intended one
     "keyboard_insert",  # a neighbouring key pressed as well
+    "substitute",  # any other letter instead of the intended one (`nite` for `nice`)
+    "insert",  # any other letter typed as well, next to one (`smaking`, `wmore`)
     "delete",  # a letter left out
     "transpose",  # two neighbouring letters swapped
     "double",  # a letter typed twice (`bettles`)
@@ -418,7 +421,18 @@ def _rules_by_place(
 _WEIGHT = 1 << 20
 # Typos whose position avoids a word's first letter (the others never land there anyway,
 # or, like undouble and merge_words, are about a double letter or a space).
-_PROTECTED = frozenset({"keyboard_substitute", "keyboard_insert", "delete", "transpose", "double"})
+_PROTECTED = frozenset(
+    {
+        "keyboard_substitute",
+        "keyboard_insert",
+        "substitute",
+        "insert",
+        "delete",
+        "transpose",
+        "double",
+    }
+)
+_ASCII_LOWER = np.arange(ord("a"), ord("z") + 1)
 _NOTHING = -1  # a drawn operation known not to fit its row
 
 
@@ -1032,10 +1046,17 @@ class NoiseModel:
                 case "keyboard_substitute":
                     removed[mine], added[mine] = 1, 1
                     replacement[mine, 0] = self._neighbour(chars.codes[at], drawn[:, 1])
+                case "substitute":
+                    removed[mine], added[mine] = 1, 1
+                    replacement[mine, 0] = self._other_letter(chars.codes[at], drawn[:, 1])
                 case "keyboard_insert":  # the stray key lands after the intended one, or before
                     start[mine] += drawn[:, 2] < 0.5
                     added[mine] = 1
                     replacement[mine, 0] = self._neighbour(chars.codes[at], drawn[:, 1])
+                case "insert":  # after the letter or before it; never the letter itself
+                    start[mine] += drawn[:, 2] < 0.5
+                    added[mine] = 1
+                    replacement[mine, 0] = self._other_letter(chars.codes[at], drawn[:, 1])
                 case "delete" | "undouble" | "merge_words":
                     removed[mine] = 1
                 case "transpose":
@@ -1069,6 +1090,8 @@ class NoiseModel:
                 return self._keys.row[chars.codes] > 0  # a key with neighbours
             case "delete":
                 return letter
+            case "substitute" | "insert":  # a letter of the English alphabet, in either case
+                return np.isin(lower, _ASCII_LOWER)
             case "transpose":  # two letters side by side that differ (`ee` would not change)
                 return letter & around.after(letter) & (lower != around.after(lower))
             case "double":  # a letter not already doubled
@@ -1087,6 +1110,14 @@ class NoiseModel:
         key_row = self._keys.row[codes]
         choice = (uniform * self._keys.count[key_row]).astype(np.int64)
         return self._keys.keys[key_row, np.minimum(choice, self._keys.keys.shape[1] - 1)]
+
+    def _other_letter(self, codes: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """A random other letter of a-z for each (a-z, either case) letter, in its case."""
+        lower = self._tables.lower[codes].astype(np.int64)
+        index = lower - ord("a")
+        drawn = np.minimum((uniform * 25).astype(np.int64), 24)
+        letter = ord("a") + drawn + (drawn >= index)  # skips the letter itself
+        return np.where(lower != codes, letter - 32, letter).astype(np.uint32)
 
     # -- phonetic: matches of the confusion table --------------------------------------------
 

@@ -67,11 +67,18 @@ the shipped profile closes them:
   operation now leaves such a word alone (all capitals stay a rare 5% draw), and its rate
   in `default` went from 0.1 to 0.03 (real pairs: 0.5% case edits).
 
-Remaining differences: real sets have more non-keyboard substitutions (`substitution_other`),
-and a long tail of 4+ edits (aspell) that a typo model should not imitate. The real sets are
-single words, so they carry no merges, splits, dropped punctuation or diacritics; those
-query-level operations keep rates chosen for search queries (the `search_queries` profile
-uses them heavily).
+* **Letters from anywhere** (a later measurement, with `twitter_200.tsv` among the real
+  sets). Substitutions and insertions of letters that are neither neighbouring keys nor
+  sound-alikes were 14% of real edits each but 9% and 11% of generated ones: a channel
+  model trained without them found `nite` (nice), `hote` (hope) and `smaking` (making)
+  unlikely and preferred a farther word. Two operations, `substitute` (any other
+  letter of a-z, 0.06) and `insert` (any other letter next to one, 0.04), bring both to
+  13-14%.
+
+Remaining differences: a long tail of 4+ edits (aspell) that a typo model should not
+imitate. The real sets are single words or three-word windows without merged or split
+words, dropped punctuation or diacritics; those query-level operations keep rates chosen
+for search queries (the `search_queries` profile uses them heavily).
 """
 
 

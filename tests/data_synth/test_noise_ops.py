@@ -53,6 +53,34 @@ def test_keyboard_insert_adds_a_key_adjacent_to_its_neighbor():
         ), noisy
 
 
+def test_substitute_puts_any_other_letter_in_one_place_keeping_its_case():
+    model = make_model()
+    clean = "Nice Day"
+    typed = {}
+    for noisy in outputs(model, "substitute", clean, repeats=400):
+        [position] = differing_positions(noisy, clean)
+        assert noisy[position].isascii() and noisy[position].isalpha()
+        assert noisy[position].isupper() == clean[position].isupper()
+        typed.setdefault(position, set()).add(noisy[position].lower())
+    assert set(typed) == {0, 1, 2, 3, 5, 6, 7}, "every letter, never the space"
+    keyboard = get_keyboard("qwerty_us")
+    assert any(not keyboard.adjacent("c", letter) for letter in typed[2]), "not only neighbours"
+    assert model.apply_op("substitute", "123 ß") is None, "only the letters a-z are replaced"
+
+
+def test_insert_adds_any_one_letter_next_to_a_letter():
+    model = make_model()
+    clean = "making"
+    inserted = set()
+    for noisy in outputs(model, "insert", clean, repeats=400):
+        assert len(noisy) == len(clean) + 1 and noisy.isalpha() and noisy.islower()
+        spots = [i for i in range(len(noisy)) if noisy[:i] + noisy[i + 1 :] == clean]
+        assert spots, noisy
+        inserted.add(noisy[spots[0]])
+    assert "smaking" in set(outputs(model, "insert", clean, repeats=2000))
+    assert len(inserted) > 15, "any letter of the alphabet, not only the keyboard's neighbours"
+
+
 def test_delete_removes_exactly_one_letter():
     model = make_model()
     clean = "hit me off!"

@@ -13,6 +13,9 @@ of the probability mass so that counts from different sources are comparable:
 - English words of the web that none of those count (``decoding.web_words``: wordfreq's
   large English list, 321k words from Wikipedia, subtitles, news, books, web pages,
   Twitter and Reddit), as the lexicon's ``web`` words: kept when typed, never proposed.
+  The same list lifts the counts of words the dictionary undercounts: its frequencies
+  come from books, where ``iphone``, ``youtube``, ``dont`` and ``thats`` are rare, so
+  a query's ``donjt`` became ``done`` (``decoding.web_count_discount``).
 
 A catalog named in ``decoding.catalog`` is saved apart, as ``catalog.tsv``: with
 ``decoding.constraint=catalog`` its entries are preferred over other words.
@@ -20,6 +23,7 @@ A catalog named in ``decoding.catalog`` is saved apart, as ``catalog.tsv``: with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -67,16 +71,24 @@ def build_lexicon(
     corpus_share: float,
     files: Sequence[str | Path] = (),
     web: bool = True,
+    web_count_discount: float | None = 1.0,
 ) -> Lexicon:
     """The model's lexicon from its training corpus, English and the user's word lists.
 
     On the built-in corpus the dictionary's own frequencies stand for the corpus (its
     queries are a sample of that dictionary, each counted once). Otherwise the corpus's
     counts and every extra file share ``corpus_share`` of the mass equally, and English
-    (when included) gets the rest.
+    (when included) gets the rest. With ``web``, a counted word gets at least its web
+    frequency divided by e ** ``web_count_discount`` (None: never): the sources agree on
+    most words (median log ratio -0.2), and one a whole nat above the counts is a word
+    the dictionary's sources are too old or too formal to know.
     """
     if not 0 <= corpus_share <= 1:
         raise ValueError(f"decoding.corpus_share={corpus_share!r}: expected a number in [0, 1]")
+    if web_count_discount is not None and not web_count_discount >= 0:
+        raise ValueError(
+            f"decoding.web_count_discount={web_count_discount!r}: expected a number >= 0 or null"
+        )
     own = [] if builtin_corpus else [Lexicon.from_texts(corpus_texts)]
     own += [read_catalog(path) for path in files]
     english = english or builtin_corpus
@@ -89,5 +101,15 @@ def build_lexicon(
             parts.append((english_lexicon(), 1.0 - corpus_share))
         lexicon = Lexicon.mixed(parts)
     if web:
-        lexicon = Lexicon(lexicon.unigrams, lexicon.bigrams, web_words())
+        unigrams = lexicon.unigrams
+        if web_count_discount is not None:
+            unigrams = lifted_counts(unigrams, lexicon.total, web_count_discount)
+        lexicon = Lexicon(unigrams, lexicon.bigrams, web_words())
     return lexicon
+
+
+def lifted_counts(counts: dict[str, float], total: float, discount: float) -> dict[str, float]:
+    """``counts`` with each word raised to its discounted web frequency where that is more."""
+    scale = total * math.exp(-discount)
+    web = web_words()
+    return {word: max(count, web.get(word, 0.0) * scale) for word, count in counts.items()}

@@ -147,7 +147,14 @@ def prepare_tokenizer(
 
 # conf/decoding keys that are not saved decoding settings: they build the lexicon and
 # drive calibration.
-_LEXICON_KEYS = ("english", "web_words", "corpus_share", "lexicon", "catalog")
+_LEXICON_KEYS = (
+    "english",
+    "web_words",
+    "web_count_discount",
+    "corpus_share",
+    "lexicon",
+    "catalog",
+)
 _CALIBRATION_KEYS = (
     "calibrate",
     "target_overcorrection",
@@ -203,6 +210,7 @@ def prepare_lexicon(cfg: DictConfig, dataset_dir: Path, run_dir: Path) -> Path:
         corpus_share=float(cfg.decoding.corpus_share),
         files=list(cfg.decoding.lexicon or []),
         web=bool(cfg.decoding.web_words),
+        web_count_discount=cfg.decoding.web_count_discount,
     )
     if cfg.decoding.catalog:
         read_catalog(cfg.decoding.catalog).save(run_dir / CATALOG_FILE)
@@ -283,6 +291,11 @@ def check_choices(cfg: DictConfig) -> None:
         raise UserConfigError(
             f"model.optim.warmup_ratio={optim.warmup_ratio} and model.optim.warmup_steps="
             f"{optim.warmup_steps} both set the warmup; set one of them to 0"
+        )
+    discount = cfg.decoding.get("web_count_discount")
+    if discount is not None and not float(discount) >= 0:
+        raise UserConfigError(
+            f"decoding.web_count_discount={discount!r}: expected a number >= 0 or null"
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from spellfix.decoding import Lexicon, split_words
@@ -36,3 +38,24 @@ def test_build_lexicon_adds_web_words_apart_from_the_counts(tmp_path):
         ["new york"], builtin_corpus=False, english=False, corpus_share=0.5, web=False
     )
     assert bare.web == {}
+
+
+def test_words_the_dictionary_undercounts_get_their_web_frequency():
+    plain = build_lexicon(
+        [], builtin_corpus=True, english=True, corpus_share=0.5, web_count_discount=None
+    )
+    lifted = build_lexicon([], builtin_corpus=True, english=True, corpus_share=0.5)
+    web = web_words()
+
+    def logprob(lexicon: Lexicon, word: str) -> float:
+        return lexicon.unigram_logprob(word, unknown=-30.0)
+
+    for word in ("iphone", "youtube", "dont"):
+        assert logprob(lifted, word) > logprob(plain, word) + 2, word
+        assert logprob(lifted, word) == pytest.approx(math.log(web[word]) - 1.0, abs=0.05)
+    for word in ("the", "beatles", "rhapsody"):  # the sources agree: nothing to lift
+        assert logprob(lifted, word) == pytest.approx(logprob(plain, word), abs=0.05), word
+    with pytest.raises(ValueError, match="web_count_discount"):
+        build_lexicon(
+            [], builtin_corpus=True, english=True, corpus_share=0.5, web_count_discount=-1
+        )

@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,15 +211,23 @@ def describe_model(model_dir: Path) -> str:
     decoding = json.loads((model_dir / "decoding.json").read_text())
     return (
         f"{shape['d_model']}-d, {shape['encoder_layers']}+{shape['decoder_layers']} layers, "
-        f"{config['data'].get('direction', 'forward')} model, max_time {trainer['max_time']}, "
+        f"{config['data'].get('direction', 'forward')} model, max_time {trainer['max_time']}"
+        f"{trained_steps(meta)}, "
         f"noise {config['data']['noise_mode']}; decoding {decoding['mode']}, calibrated "
         f"apply_threshold {decoding['apply_threshold']:.6g}, change_penalty "
         f"{decoding['change_penalty']}, unknown_word_logprob {decoding['unknown_word_logprob']}, "
         f"lm_weight {decoding['lm_weight']}, max_candidates {decoding['max_candidates']}, "
         f"web words {web_word_count(model_dir):,} (web_word_offset "
         f"{decoding.get('web_word_offset', 'none')}, web_word_midpoint "
-        f"{decoding.get('web_word_midpoint', 'none')}) ({model_dir})"
+        f"{decoding.get('web_word_midpoint', 'none')}, web_count_discount "
+        f"{config.get('decoding', {}).get('web_count_discount', 'none')}) ({model_dir})"
     )
+
+
+def trained_steps(meta: dict) -> str:
+    """`` (N steps)`` from the best checkpoint's name; empty when it does not say."""
+    found = re.search(r"step=(\d+)", str(meta.get("best_checkpoint") or ""))
+    return f" ({int(found.group(1)):,} steps)" if found else ""
 
 
 def web_word_count(model_dir: Path) -> int:

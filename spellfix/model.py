@@ -128,14 +128,21 @@ def warmup_schedule(
 
 
 def time_budget_spent(trainer: pl.Trainer) -> Callable[[], float] | None:
-    """The share of ``trainer.max_time`` a run has used, as a callable; None without one."""
+    """The share of ``trainer.max_time`` a run has used, as a callable; None without one.
+
+    Under DDP every rank takes rank zero's reading: replicas stay identical only if each
+    steps with the same learning rate, and their clocks differ by milliseconds.
+    """
     timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
     if timer is None or timer.time_remaining() is None:
         return None
 
     def spent() -> float:
         elapsed = timer.time_elapsed()
-        return elapsed / max(1e-9, elapsed + timer.time_remaining())
+        share = elapsed / max(1e-9, elapsed + timer.time_remaining())
+        if trainer.world_size > 1:
+            share = trainer.strategy.broadcast(share, src=0)
+        return share
 
     return spent
 

@@ -98,6 +98,9 @@ def test_ddp_through_the_cli_leaves_one_run_directory(tmp_path: Path) -> None:
         "trainer.devices=2",
         "paths.run_name=ddp",
         "callbacks.utilization.enabled=false",
+        # A time limit that never ends the run, so that every step's learning rate comes
+        # from the clock that rank zero broadcasts (model.optim.decay_by_time).
+        "trainer.max_time=00:00:10:00",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = [p for p in (tmp_path / "runs").iterdir()]

@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	# That server's python-backend stub is built against numpy 1.x, so the Triton model
 	# files run on a Python of their own (spellfix-serve's default python_env).
 	$(BIN)/python -m venv $(VENV)/triton-python
-	$(VENV)/triton-python/bin/pip install --quiet "numpy<2" onnxruntime tokenizers rapidfuzz
+	$(VENV)/triton-python/bin/pip install --quiet "numpy<2" onnxruntime tokenizers rapidfuzz jellyfish
 	touch $@
 
 setup: $(BIN)/.installed

@@ -2,7 +2,8 @@
 
 Training (validation metrics, calibration), every back end (PyTorch, ONNX Runtime,
 TensorRT, the Triton models) and export read this module, so a query gets the same
-correction wherever it runs. It imports only the standard library, numpy and rapidfuzz:
+correction wherever it runs. It imports only the standard library, numpy, rapidfuzz and
+jellyfish:
 the Triton python-backend model copies it next to its ``model.py`` (see
 ``spellfix.export.triton``).
 
@@ -12,8 +13,8 @@ Two modes, recorded per model in ``decoding.json``:
 model learns how people misspell, log P(typed | intended), from synthetic typos; which
 words exist and how they combine comes from a lexicon of word and word-pair counts saved
 beside the model. A query is split into words; each word gets candidates (itself,
-lexicon words within a small edit distance, splits into two words, merges with its
-neighbour); a Viterbi search over those candidates maximizes
+lexicon words within a small edit distance, words that sound like it, splits into two
+words, merges with its neighbour); a Viterbi search over those candidates maximizes
 
     channel log-prob + lm_weight * bigram log-prob - change_penalty * (changed words)
 
@@ -53,6 +54,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import jellyfish
 import numpy as np
 from rapidfuzz.distance import OSA
 
@@ -66,6 +68,9 @@ CONSTRAINTS = ("lexicon", "catalog", "none")
 # SymSpell's trick: deletes are indexed on a word's first characters only, which bounds
 # the index at a few dozen keys per word; the full distance is checked afterwards.
 PREFIX_LENGTH = 7
+# Words shorter than this get no sound-alike candidates: a short key is shared by too many
+# words (with 4, norvig lost 1.2 points and 0.5% more lower-cased titles changed).
+PHONETIC_MIN_LENGTH = 5
 # Channel scores kept between calls (a serving process sees the same words again).
 CHANNEL_CACHE_SIZE = 200_000
 
@@ -79,6 +84,7 @@ class DecodingSettings:
     max_edit_distance: int = 2  # candidates differ from a typed word by at most this (OSA)
     short_word_max_edit_distance: int = 1  # ... and words of <= 4 letters by at most this
     max_candidates: int = 8  # lexicon candidates per typed word, nearest and most frequent first
+    phonetic_candidates: int = 4  # more, for an unknown word: lexicon words that sound like it
     min_word_length: int = 2  # shorter words are never changed ("a", "i", "u")
     beam_width: int = 12  # states kept per position by the Viterbi search
     lm_weight: float = 1.3  # weight of the word-pair language model against the channel
@@ -122,6 +128,10 @@ class DecodingSettings:
         if self.web_word_steepness < 0:
             raise ValueError(
                 f"decoding.web_word_steepness must be >= 0, got {self.web_word_steepness}"
+            )
+        if self.phonetic_candidates < 0:
+            raise ValueError(
+                f"decoding.phonetic_candidates must be >= 0, got {self.phonetic_candidates}"
             )
         for name in ("max_candidates", "beam_width", "num_beams", "min_new_tokens_budget"):
             if getattr(self, name) < 1:
@@ -366,6 +376,7 @@ class Lexicon:
             self.followers_total[first] = self.followers_total.get(first, 0.0) + count
         self._index: dict[str, list[str]] | None = None
         self._index_distance = 0
+        self._sound_index: dict[str, list[str]] | None = None
         self._spelling: SpellingModel | None = None
 
     @property
@@ -520,6 +531,24 @@ class Lexicon:
         found.sort()
         return [(word, distance) for distance, _, word in found[:limit]]
 
+    def sounds_like(self, typed: str) -> list[str]:
+        """Lexicon words with the Metaphone key of ``typed``, most frequent first.
+
+        A fifth of the misspellings in the aspell list are three or more edits from the word
+        meant, out of reach of edit-distance search, and many are spelled by ear
+        (``bigginging``, ``aricticure``): the same key finds a quarter of those, among three
+        words on average. The channel model still has to find the typo likely.
+        """
+        if not typed.isalpha():
+            return []
+        if self._sound_index is None:
+            index: dict[str, list[str]] = {}
+            for word in sorted(self.unigrams, key=lambda w: -self.unigrams[w]):
+                if len(word) >= 3 and word.isalpha():
+                    index.setdefault(jellyfish.metaphone(word), []).append(word)
+            self._sound_index = index
+        return self._sound_index.get(jellyfish.metaphone(typed), [])
+
 
 # ------------------------------------------------------------------ the noisy channel
 class Correction(NamedTuple):
@@ -658,8 +687,18 @@ class NoisyChannelDecoder:
                 if len(key) <= 4
                 else settings.max_edit_distance
             )
+            proposed = {key}
             for candidate, _ in self.lexicon.nearest(key, limit, settings.max_candidates + 1):
-                if candidate != key and candidate not in self.hidden:
+                if candidate not in proposed and candidate not in self.hidden:
+                    proposed.add(candidate)
+                    edges[position].append((position, position + 1, (candidate,), key, True))
+            if len(key) >= PHONETIC_MIN_LENGTH and not self._known(key):
+                alike = [
+                    w
+                    for w in self.lexicon.sounds_like(key)
+                    if w not in proposed and w not in self.hidden
+                ]
+                for candidate in alike[: settings.phonetic_candidates]:
                     edges[position].append((position, position + 1, (candidate,), key, True))
             for cut in range(1, len(key) if not self._known(key) else 0):
                 first, second = key[:cut], key[cut:]

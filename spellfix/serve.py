@@ -47,7 +47,7 @@ from spellfix.export.triton import TritonConfigError, check_repository
 
 DEFAULT_PYTHON_ENV = CONF_DIR.parent / ".venv" / "triton-python"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spellfix"
-SERVER_PYTHON_PACKAGES = ("numpy<2", "onnxruntime", "tokenizers", "rapidfuzz")
+SERVER_PYTHON_PACKAGES = ("numpy<2", "onnxruntime", "tokenizers", "rapidfuzz", "jellyfish")
 STUB = "triton_python_backend_stub"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the parent process dies
 
@@ -93,7 +93,7 @@ def server_python(env_dir: str | Path | None = None) -> ServerPython:
     if not python.is_file():
         raise TritonServerError(f"python_env={env_dir}: no server Python there; {create}")
     probe = (
-        "import sys, sysconfig, numpy, onnxruntime, tokenizers, rapidfuzz; "
+        "import sys, sysconfig, numpy, onnxruntime, tokenizers, rapidfuzz, jellyfish; "
         "print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
         "print(sysconfig.get_config_var('LIBDIR')); print(numpy.__version__)"
     )

@@ -183,6 +183,24 @@ def test_nearest_finds_words_within_the_distance(lexicon):
     assert "time" not in found
 
 
+def test_a_typo_spelled_by_ear_is_found_beyond_the_edit_distance(lexicon, edit_channel):
+    # "peepul" and "bohimeean" are three edits from the words meant, out of the
+    # two-edit search, but share their Metaphone keys.
+    assert {w for w, _ in lexicon.nearest("peepul", 2, 10)} == set()
+    assert lexicon.sounds_like("peepul") == ["people"]
+    by_ear = NoisyChannelDecoder(lexicon, DecodingSettings(unknown_word_logprob=-8.0), edit_channel)
+    by_edits = NoisyChannelDecoder(
+        lexicon, DecodingSettings(unknown_word_logprob=-8.0, phonetic_candidates=0), edit_channel
+    )
+    assert corrected(by_ear, "peepul in spain") == "people in spain"
+    assert corrected(by_ear, "Bohimeean rhapsody") == "Bohemian rhapsody"
+    assert corrected(by_edits, "peepul in spain") == "peepul in spain"
+    # Only words the lexicon lacks get them: a known word is not re-spelled by sound.
+    assert corrected(by_ear, "whether") == "whether"
+    with pytest.raises(ValueError, match="phonetic_candidates must be >= 0"):
+        DecodingSettings(phonetic_candidates=-1)
+
+
 def test_lexicon_round_trips_and_names_a_bad_line(lexicon, tmp_path):
     path = lexicon.save(tmp_path / "lexicon.tsv")
     loaded = Lexicon.load(path)

@@ -1,8 +1,9 @@
 """Which recipe buys the most accuracy per CPU-minute? Channel models side by side.
 
-Each model is decoded the same way (the built-in English lexicon, weights and thresholds
-calibrated on its own validation split with the defaults of ``conf/decoding``), so the
-rows differ only in what training made of the channel: tokenizer, size, minutes.
+Each model is decoded the same way (the lexicon it was saved with, which for the built-in
+corpus is the same for every recipe, and weights and thresholds calibrated on its own
+validation split with today's defaults of ``conf/decoding``), so the rows differ only in
+what training made of the channel: tokenizer, size, minutes.
 
     python -m experiments.recipes "char, 5 min=outputs/runs/A/model@5" ...
 """
@@ -20,8 +21,7 @@ from experiments.accuracy import SHARED, TestSet, read_pairs, score, titles_with
 from experiments.common import write_results
 from spellfix.calibrate import calibrate
 from spellfix.correct import TorchRunner
-from spellfix.decoding import DecodingSettings, NoisyChannelDecoder
-from spellfix.lexicon import english_lexicon
+from spellfix.decoding import LEXICON_FILE, DecodingSettings, Lexicon, NoisyChannelDecoder
 
 SETS = ("aspell.tsv", "wikipedia_birkbeck.tsv", "norvig_testset1.tsv", "twitter_200.tsv")
 
@@ -44,7 +44,6 @@ def main() -> None:
     settings = DecodingSettings.from_dict(
         {k: v for k, v in conf.items() if k in DecodingSettings.__dataclass_fields__}
     )
-    lexicon = english_lexicon()
     titles = titles_with_artists()
     test_sets = [TestSet(name, *read_pairs(SHARED / "misspellings" / name), False) for name in SETS]
     test_sets.append(TestSet("titles changed", titles, titles, True))
@@ -55,6 +54,7 @@ def main() -> None:
         path, minutes = rest.rsplit("@", 1)
         model_dir = Path(path)
         runner = TorchRunner.from_path(model_dir)
+        lexicon = Lexicon.load(model_dir / LEXICON_FILE)
         decoder = NoisyChannelDecoder(lexicon, settings, runner.score)
         validation = load_dataset_dir(model_dir.parent / "dataset")["validation"]
         report = calibrate(

@@ -3,8 +3,7 @@
 Training (validation metrics, calibration), every back end (PyTorch, ONNX Runtime,
 TensorRT, the Triton models) and export read this module, so a query gets the same
 correction wherever it runs. It imports only the standard library, numpy, rapidfuzz and
-jellyfish:
-the Triton python-backend model copies it next to its ``model.py`` (see
+jellyfish: the Triton python-backend model copies it next to its ``model.py`` (see
 ``spellfix.export.triton``).
 
 Two modes, recorded per model in ``decoding.json``:

@@ -21,8 +21,9 @@ and each change carries a confidence: its probability against leaving those word
 typed, with its neighbours fixed. A change is
 applied when its confidence reaches ``apply_threshold``; between ``suggest_threshold``
 and that it is returned as a "did you mean" suggestion only. Anything that is not a
-word of Latin letters (numbers, codes, emoji, other scripts) is copied as it is, so no
-input is garbled and a query of any length is corrected word by word.
+word of Latin letters (numbers, codes, emoji, other scripts), and any word with accents
+(``crème``), is copied as it is, so no input is garbled and a query of any length is
+corrected word by word.
 
 ``generate`` is the classic seq2seq corrector (a model trained typo -> query, and every
 model directory written before lexicons existed): greedy or beam generation, with a
@@ -70,6 +71,12 @@ PREFIX_LENGTH = 7
 # Words shorter than this get no sound-alike candidates: a short key is shared by too many
 # words (with 4, norvig lost 1.2 points and 0.5% more lower-cased titles changed).
 PHONETIC_MIN_LENGTH = 5
+# A sound-alike differs from the typed word in at most this share of its letters, and by
+# at most two edits more than the edit search reaches: a key drops vowels and doubled
+# letters, so `aaaaaaaa` shares one with `aah` and `brulee` with `barrel`. Of the sound-
+# alikes that were the word meant in the real misspelling lists, 1 in 10 lay beyond this.
+PHONETIC_MAX_SHARE = 0.5
+PHONETIC_EXTRA_EDITS = 2
 # Channel scores kept between calls (a serving process sees the same words again).
 CHANNEL_CACHE_SIZE = 200_000
 
@@ -535,8 +542,8 @@ class Lexicon:
 
         A fifth of the misspellings in the aspell list are three or more edits from the word
         meant, out of reach of edit-distance search, and many are spelled by ear
-        (``bigginging``, ``aricticure``): the same key finds a quarter of those, among three
-        words on average. The channel model still has to find the typo likely.
+        (``hifin``, ``beauro``, ``disition``): the same key finds a quarter of those, among
+        three words on average. The channel model still has to find the typo likely.
         """
         if not typed.isalpha():
             return []
@@ -679,7 +686,9 @@ class NoisyChannelDecoder:
             if key is None:
                 continue
             edges[position].append((position, position + 1, (key,), key, False))
-            if len(key) < settings.min_word_length:
+            # Accents are typed on purpose (a dead key, a long press), and the channel model
+            # learned English typos: `crème brûlée` stays, not `crime brill`.
+            if len(key) < settings.min_word_length or not key.isascii():
                 continue
             limit = (
                 settings.short_word_max_edit_distance
@@ -692,10 +701,16 @@ class NoisyChannelDecoder:
                     proposed.add(candidate)
                     edges[position].append((position, position + 1, (candidate,), key, True))
             if len(key) >= PHONETIC_MIN_LENGTH and not self._known(key):
+                reach = min(
+                    int(len(key) * PHONETIC_MAX_SHARE),
+                    settings.max_edit_distance + PHONETIC_EXTRA_EDITS,
+                )
                 alike = [
                     w
                     for w in self.lexicon.sounds_like(key)
-                    if w not in proposed and w not in self.hidden
+                    if w not in proposed
+                    and w not in self.hidden
+                    and osa_distance(key, w, reach) <= reach
                 ]
                 for candidate in alike[: settings.phonetic_candidates]:
                     edges[position].append((position, position + 1, (candidate,), key, True))

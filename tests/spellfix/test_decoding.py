@@ -103,6 +103,13 @@ def test_symbols_other_scripts_and_spacing_survive(decoder):
     assert corrected(decoder, "  new yrok,  city ") == "  new york,  city "
 
 
+def test_a_word_typed_with_accents_is_copied(decoder):
+    # One edit from "york" and "time", but accents are typed on purpose.
+    assert corrected(decoder, "new yörk") == "new yörk"
+    assert corrected(decoder, "what tïme is it") == "what tïme is it"
+    assert corrected(decoder, "new yrok") == "new york"
+
+
 def test_acronyms_and_elided_words_are_left_alone():
     kinds = {w.text: w.key for w in split_words("DJ Khaled featuring Lil' Kim and nothin' else")}
     assert kinds["DJ"] is None and kinds["Lil"] is None and kinds["nothin"] is None
@@ -197,6 +204,13 @@ def test_a_typo_spelled_by_ear_is_found_beyond_the_edit_distance(lexicon, edit_c
     assert corrected(by_edits, "peepul in spain") == "peepul in spain"
     # Only words the lexicon lacks get them: a known word is not re-spelled by sound.
     assert corrected(by_ear, "whether") == "whether"
+    # A key drops vowels and doubled letters; a sound-alike that far off is no candidate.
+    shouting = Lexicon({"aah": 50.0, "people": 100.0}, {})
+    assert shouting.sounds_like("aaaaaaaaaaaa") == ["aah"]
+    decoder = NoisyChannelDecoder(shouting, by_ear.settings, edit_channel)
+    lattice = decoder.lattices(["aaaaaaaaaaaa peepul"])[0]
+    assert [e.words for e in lattice.edges_from[0]] == [("aaaaaaaaaaaa",)]
+    assert ("people",) in [e.words for e in lattice.edges_from[1]]
     with pytest.raises(ValueError, match="phonetic_candidates must be >= 0"):
         DecodingSettings(phonetic_candidates=-1)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from experiments.common import write_results
 from spellfix.baselines import load_system
+from spellfix.decoding import DecodingSettings
 from spellfix.metrics import compute_metrics, normalize
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -216,7 +217,8 @@ def describe_model(model_dir: Path) -> str:
         f"noise {config['data']['noise_mode']}; decoding {decoding['mode']}, calibrated "
         f"apply_threshold {decoding['apply_threshold']:.6g}, change_penalty "
         f"{decoding['change_penalty']}, unknown_word_logprob {decoding['unknown_word_logprob']}, "
-        f"lm_weight {decoding['lm_weight']}, max_candidates {decoding['max_candidates']}, "
+        f"lm_weight {decoding['lm_weight']}, max_candidates {decoding['max_candidates']} "
+        f"(+{DecodingSettings.from_dict(decoding).phonetic_candidates} sound-alikes), "
         f"web words {web_word_count(model_dir):,} (web_word_offset "
         f"{decoding.get('web_word_offset', 'none')}, web_word_midpoint "
         f"{decoding.get('web_word_midpoint', 'none')}, web_count_discount "

@@ -705,15 +705,17 @@ class NoisyChannelDecoder:
                     int(len(key) * PHONETIC_MAX_SHARE),
                     settings.max_edit_distance + PHONETIC_EXTRA_EDITS,
                 )
-                alike = [
-                    w
-                    for w in self.lexicon.sounds_like(key)
-                    if w not in proposed
-                    and w not in self.hidden
-                    and osa_distance(key, w, reach) <= reach
-                ]
-                for candidate in alike[: settings.phonetic_candidates]:
-                    edges[position].append((position, position + 1, (candidate,), key, True))
+                added = 0
+                for candidate in self.lexicon.sounds_like(key):
+                    if added == settings.phonetic_candidates:
+                        break  # a short key can hold hundreds of words: stop at enough
+                    if (
+                        candidate not in proposed
+                        and candidate not in self.hidden
+                        and osa_distance(key, candidate, reach) <= reach
+                    ):
+                        added += 1
+                        edges[position].append((position, position + 1, (candidate,), key, True))
             for cut in range(1, len(key) if not self._known(key) else 0):
                 first, second = key[:cut], key[cut:]
                 if (

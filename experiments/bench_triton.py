@@ -45,7 +45,7 @@ from experiments.common import write_results
 from spellfix.correct import Corrector
 from spellfix.export.onnx import builtin_validation_queries, export_onnx
 from spellfix.export.triton import RepositorySettings, write_repository
-from spellfix.serve import TritonServer, free_port
+from spellfix.serve import TritonServer, on_free_ports
 from spellfix.tokenizer import train_tokenizer
 
 IN_PROCESS = "in-process ORT"
@@ -304,14 +304,12 @@ def main() -> None:
             IN_PROCESS: lambda: lambda query: corrector.correct([query])[0]
         }
         for name, repository in write_repositories(export_dir, workdir, args.threads).items():
-            server = stack.enter_context(
-                TritonServer(
-                    repository,
-                    http_port=free_port(),
-                    grpc_port=free_port(),
-                    metrics_port=free_port(),
-                )
+            server = on_free_ports(
+                lambda ports, repository=repository: TritonServer(
+                    repository, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
+                ).start()
             )
+            stack.callback(server.stop)
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
             runners[name] = triton_client(url, args.protocol)
             servers[name] = server

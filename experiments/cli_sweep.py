@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from experiments.common import write_results
-from spellfix.serve import free_port
+from spellfix.serve import free_ports
 
 BIN = Path(sys.executable).parent
 
@@ -173,7 +173,7 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
         ("correct: binary catalog", correct(*onnx, "--catalog", "binary.bin", "teh")),
         (
             "correct: unreachable Triton",
-            correct("--triton", f"http://127.0.0.1:{free_port()}", "x"),
+            correct("--triton", f"http://127.0.0.1:{free_ports(1)[0]}", "x"),
         ),
         ("eval: missing pairs file", Case("spellfix-eval", ["model=identity", "pairs=nope.tsv"])),
         (

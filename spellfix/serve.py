@@ -34,8 +34,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import hydra
 import psutil
@@ -49,6 +51,8 @@ DEFAULT_PYTHON_ENV = CONF_DIR.parent / ".venv" / "triton-python"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spellfix"
 SERVER_PYTHON_PACKAGES = ("numpy<2", "onnxruntime", "tokenizers", "rapidfuzz", "jellyfish")
 STUB = "triton_python_backend_stub"
+T = TypeVar("T")
+PORT_TAKEN = "already in use"  # tritonserver's words when another process holds a port
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the parent process dies
 
 
@@ -75,11 +79,35 @@ class ServerInstall:
     python: ServerPython | None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it), for tests and benchmarks."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def free_ports(count: int = 3, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports nothing listens on right now, for tests and benchmarks.
+
+    All probes stay bound until every port is chosen: ports picked one at a time can
+    repeat, and a server given the same port twice fails to start.
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in probes:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
+def on_free_ports(start: Callable[[list[int]], T], attempts: int = 3) -> T:
+    """``start(ports)`` on three free ports; on fresh ones if another process took one.
+
+    A port is free when chosen, but on a shared machine any outgoing connection can take
+    it in the seconds before tritonserver binds it. Only that failure is retried.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return start(free_ports(3))
+        except TritonServerError as error:
+            if PORT_TAKEN not in str(error):
+                raise
+    return start(free_ports(3))
 
 
 def server_python(env_dir: str | Path | None = None) -> ServerPython:

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from data_synth.paths import CONF_DIR
-from spellfix.serve import TritonServer, TritonServerError, find_server, free_port
+from spellfix.serve import TritonServer, TritonServerError, find_server, on_free_ports
 
 LAYOUTS = ("inprocess", "bls")
 
@@ -60,9 +60,11 @@ def server_installed() -> None:
 
 
 def start_server(repository: Path) -> TritonServer:
-    return TritonServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    ).start()
+    return on_free_ports(
+        lambda ports: TritonServer(
+            repository, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
+        ).start()
+    )
 
 
 @pytest.fixture(scope="module", params=LAYOUTS)

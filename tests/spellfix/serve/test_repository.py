@@ -18,7 +18,7 @@ from spellfix.export.triton import (
     check_repository,
     write_repository,
 )
-from spellfix.serve import SERVER_PYTHON_PACKAGES, TritonServer, free_port
+from spellfix.serve import SERVER_PYTHON_PACKAGES, TritonServer, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -156,8 +156,9 @@ def test_config_check_rejects_a_broken_config_with_its_parse_error(triton_export
     assert str(config) in message
     assert "Expected" in message  # protobuf's own words, with line:column
     # The server refuses it before starting a process, with the same message.
+    http_port, grpc_port, metrics_port = free_ports(3)
     server = TritonServer(
-        broken, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+        broken, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
     with pytest.raises(TritonConfigError, match="Expected"):
         server.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from spellfix.correct import Corrector
 from spellfix.correct import main as correct_main
 from spellfix.decoding import Correction
-from spellfix.serve import TritonServer, TritonServerError, free_port
+from spellfix.serve import TritonServer, TritonServerError, free_ports, on_free_ports
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -85,7 +86,7 @@ def test_spellfix_correct_cli_sends_queries_to_the_server(served, expected, caps
 
 
 def test_spellfix_correct_cli_names_an_unreachable_server(capsys):
-    assert correct_main(["--triton", f"http://127.0.0.1:{free_port()}", "x"]) == 2
+    assert correct_main(["--triton", f"http://127.0.0.1:{free_ports(1)[0]}", "x"]) == 2
     assert "cannot reach Triton at http://127.0.0.1:" in capsys.readouterr().err
 
 
@@ -177,10 +178,12 @@ def _alive(processes: list[psutil.Process]) -> list[str]:
 
 
 def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
-    server = TritonServer(
-        triton_export["bls"], http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    server = on_free_ports(
+        lambda ports: TritonServer(
+            triton_export["bls"], http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
+        ).start()
     )
-    with server:
+    try:
         family = _server_family(server)
         scratch = server._scratch
         names = sorted(process.name() for process in family)
@@ -190,6 +193,8 @@ def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
         # The python backend's temp files (python_env_*) go where TMPDIR points; whether
         # they are still there at this moment depends on the backend's timing.
         assert family[0].environ()["TMPDIR"] == str(scratch), "the server's temp dir is its own"
+    finally:
+        server.stop()
     assert _alive(family) == []
     assert not server.is_ready()
     assert not scratch.exists(), "nothing of the server is left in the temp dir"
@@ -197,11 +202,12 @@ def test_stop_leaves_no_server_or_stub_process(triton_export, server_installed):
 
 def test_a_busy_port_is_refused_before_anything_starts(served, triton_export):
     _, server = served
+    grpc_port, metrics_port = free_ports(2)
     second = TritonServer(
         triton_export["inprocess"],
         http_port=server.http_port,
-        grpc_port=free_port(),
-        metrics_port=free_port(),
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
     )
     with pytest.raises(TritonServerError, match=f"http_port={server.http_port}: .* is in use"):
         second.start()
@@ -210,24 +216,28 @@ def test_a_busy_port_is_refused_before_anything_starts(served, triton_export):
 
 def _start_serve_cli(triton_export, run_name: str) -> tuple[subprocess.Popen, list[int], str]:
     """``spellfix-serve`` on free ports, read up to its "Stop with" line (what it printed)."""
-    ports = [free_port(), free_port(), free_port()]
-    command = [
-        sys.executable,
-        "-m",
-        "spellfix.serve",
-        f"repository={triton_export['inprocess']}",
-        f"http_port={ports[0]}",
-        f"grpc_port={ports[1]}",
-        f"metrics_port={ports[2]}",
-        f"hydra.run.dir={Path(triton_export['export_dir']).parent / run_name}",
-    ]
-    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in cli.stdout:  # bounded: the server gives up after startup_timeout_s
-        lines.append(line)
-        if line.startswith("Stop with"):
-            break
-    return cli, ports, "".join(lines)
+
+    def start(ports: list[int]) -> tuple[subprocess.Popen, list[int], str]:
+        command = [
+            sys.executable,
+            "-m",
+            "spellfix.serve",
+            f"repository={triton_export['inprocess']}",
+            f"http_port={ports[0]}",
+            f"grpc_port={ports[1]}",
+            f"metrics_port={ports[2]}",
+            f"hydra.run.dir={Path(triton_export['export_dir']).parent / run_name}",
+        ]
+        cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in cli.stdout:  # bounded: the server gives up after startup_timeout_s
+            lines.append(line)
+            if line.startswith("Stop with"):
+                return cli, ports, "".join(lines)
+        cli.wait()
+        raise TritonServerError(f"spellfix-serve exited with {cli.returncode}: {''.join(lines)}")
+
+    return on_free_ports(start)
 
 
 def test_the_server_dies_with_a_killed_spellfix_serve(triton_export, server_installed):
@@ -270,3 +280,35 @@ def test_spellfix_serve_prints_endpoints_and_stops_on_sigterm(triton_export, ser
         and any(str(triton_export["inprocess"]) in part for part in p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+def test_a_port_taken_between_choosing_and_binding_is_retried_on_fresh_ports(
+    triton_export, server_installed
+):
+    taken: list[int] = []
+
+    def start(ports: list[int]) -> TritonServer:
+        assert len(set(ports)) == 3, ports
+        http_port, grpc_port, metrics_port = ports
+        server = TritonServer(
+            triton_export["inprocess"],
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+        )
+        if not taken:  # the first time, another process binds the gRPC port after the check
+            holder = socket.create_server(("127.0.0.1", ports[1]))
+            taken.append(ports[1])
+            server.check_ports = lambda: None
+            try:
+                return server.start()
+            finally:
+                holder.close()
+        return server.start()
+
+    server = on_free_ports(start)
+    try:
+        assert server.grpc_port != taken[0]
+        assert Corrector.from_triton(server.http_url).correct(["coldplay yelow"])
+    finally:
+        server.stop()

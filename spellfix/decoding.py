@@ -104,6 +104,7 @@ class DecodingSettings:
     web_word_steepness: float = 1.0  # how fast the share of real words falls below it
     known_word_penalty: float = 8.0  # ... and more against changing a word the lexicon knows
     keep_capitalized_unknown: bool = True  # a capitalized word the lexicon lacks is a name: kept
+    keep_name_runs: bool = True  # a web word beside another word the lexicon lacks: kept
     spelling_weight: float = 0.5  # weight of the spelling model in an unknown word's log-prob
     catalog_weight: float = 0.5  # share of probability mass given to catalog entries
     apply_threshold: float = 0.5  # confidence from which a change is applied
@@ -663,19 +664,48 @@ class NoisyChannelDecoder:
                 ]
                 for edge_list in edges
             ]
+            kept = set()
             if self.settings.keep_capitalized_unknown:
-                for position in _names(words):
-                    if not self._known(words[position].key):
-                        scored[position] = [
-                            e
-                            for e in scored[position]
-                            if not e.changed or set(e.words) <= self.catalog_words
-                        ]
+                kept |= {p for p in _names(words) if not self._known(words[p].key)}
+            if self.settings.keep_name_runs:
+                kept |= self._name_runs(words)
+            for position in kept:
+                scored[position] = [
+                    e
+                    for e in scored[position]
+                    if not e.changed or set(e.words) <= self.catalog_words
+                ]
             lattices.append(Lattice(text, words, scored))
         return lattices
 
     def _known(self, word: str) -> bool:
         return word in self.lexicon.unigrams and word not in self.hidden
+
+    def _name_runs(self, words: list[Word]) -> set[int]:
+        """Positions of web words next to another web word the lexicon lacks.
+
+        Names come in runs: in a general lexicon both halves of `yo gotti`, `dua lipa` or
+        `roddy ricch` are missing, and each alone looks like a misspelling of a nearby word
+        (`you gotta`, `due lipa`, `roddy rich`). A typo seldom sits beside a web word the
+        lexicon lacks; when two typos meet, one is mostly a string the web has never seen
+        (`bohemain rapsody`), and both are still corrected.
+        """
+        spoken = [p for p, word in enumerate(words) if any(c.isalnum() for c in word.text)]
+        web = {
+            p
+            for p in spoken
+            if words[p].key is not None
+            and len(words[p].key) >= self.settings.min_word_length
+            and not self._known(words[p].key)
+            and (words[p].key in self.hidden or words[p].key in self.lexicon.web)
+        }
+        runs = set()
+        for index, position in enumerate(spoken):
+            if position in web:
+                neighbours = spoken[max(index - 1, 0) : index] + spoken[index + 1 : index + 2]
+                if any(n in web for n in neighbours):
+                    runs.add(position)
+        return runs
 
     def _draft(self, text: str):
         settings = self.settings

@@ -259,6 +259,23 @@ def test_a_rare_web_word_is_priced_as_the_misspelling_it_mostly_is(lexicon, edit
     assert corrected(decoder(1e-9, steepness=0.0), "queen rainn") == "queen rainn"
 
 
+def test_web_words_side_by_side_are_a_name_and_are_kept(lexicon, edit_channel):
+    # Rare on the web, each alone is priced as the typo it mostly is and corrected; two of
+    # them side by side are a name (`yo gotti`, `dua lipa`) and come back as typed.
+    web = Lexicon(lexicon.unigrams, lexicon.bigrams, {"rainn": 1e-9, "dancee": 1e-9})
+    runs = NoisyChannelDecoder(web, DecodingSettings(unknown_word_logprob=-8.0), edit_channel)
+    assert corrected(runs, "rainn in spain") == "rain in spain"
+    assert corrected(runs, "the dancee floor") == "the dance floor"
+    assert corrected(runs, "rainn dancee") == "rainn dancee"
+    assert corrected(runs, "the rainn, dancee floor") == "the rainn, dancee floor"
+    no_runs = NoisyChannelDecoder(
+        web, DecodingSettings(unknown_word_logprob=-8.0, keep_name_runs=False), edit_channel
+    )
+    assert corrected(no_runs, "rainn dancee") == "rain dance"
+    # Beside a string the web has never seen, a web word is still corrected: two typos.
+    assert corrected(runs, "rainn dancce") == "rain dance"
+
+
 def test_web_words_survive_the_lexicon_file_and_an_older_file_has_none(lexicon, tmp_path):
     path = Lexicon(lexicon.unigrams, lexicon.bigrams, {"adsense": 2e-7, "the": 0.05}).save(
         tmp_path / "lexicon.tsv"

@@ -23,7 +23,8 @@ applied when its confidence reaches ``apply_threshold``; between ``suggest_thres
 and that it is returned as a "did you mean" suggestion only. Anything that is not a
 word of Latin letters (numbers, codes, emoji, other scripts), and any word with accents
 (``crème``), is copied as it is, so no input is garbled and a query of any length is
-corrected word by word.
+corrected word by word. Names the lexicon lacks are kept where they show: capitalized
+(``Ozuna``), or as a run of web words (``dua lipa``).
 
 ``generate`` is the classic seq2seq corrector (a model trained typo -> query, and every
 model directory written before lexicons existed): greedy or beam generation, with a

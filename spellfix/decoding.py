@@ -105,7 +105,7 @@ class DecodingSettings:
     web_word_steepness: float = 1.0  # how fast the share of real words falls below it
     known_word_penalty: float = 8.0  # ... and more against changing a word the lexicon knows
     keep_capitalized_unknown: bool = True  # a capitalized word the lexicon lacks is a name: kept
-    keep_name_runs: bool = True  # a web word beside another word the lexicon lacks: kept
+    keep_name_runs: bool = True  # a web word beside another web word the lexicon lacks: kept
     spelling_weight: float = 0.5  # weight of the spelling model in an unknown word's log-prob
     catalog_weight: float = 0.5  # share of probability mass given to catalog entries
     apply_threshold: float = 0.5  # confidence from which a change is applied

@@ -52,6 +52,7 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sp
 SERVER_PYTHON_PACKAGES = ("numpy<2", "onnxruntime", "tokenizers", "rapidfuzz", "jellyfish")
 STUB = "triton_python_backend_stub"
 T = TypeVar("T")
+PROBE_TIMEOUT_S = 60
 PORT_TAKEN = "already in use"  # tritonserver's words when another process holds a port
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: ask for a signal when the parent process dies
 
@@ -110,7 +111,9 @@ def on_free_ports(start: Callable[[list[int]], T], attempts: int = 3) -> T:
     return start(free_ports(3))
 
 
-def server_python(env_dir: str | Path | None = None) -> ServerPython:
+def server_python(
+    env_dir: str | Path | None = None, probe_timeout_s: float = PROBE_TIMEOUT_S
+) -> ServerPython:
     """Check the server's Python environment and describe it; the error says how to create it."""
     env_dir = Path(env_dir) if env_dir else DEFAULT_PYTHON_ENV
     python = env_dir / "bin" / "python3"
@@ -125,9 +128,19 @@ def server_python(env_dir: str | Path | None = None) -> ServerPython:
         "print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
         "print(sysconfig.get_config_var('LIBDIR')); print(numpy.__version__)"
     )
-    result = subprocess.run(
-        [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
-    )
+    try:
+        result = subprocess.run(
+            [str(python), "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=probe_timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise TritonServerError(
+            f"python_env={env_dir}: importing the server's packages took over "
+            f"{probe_timeout_s:g}s (a machine this busy cannot start a server either)"
+        ) from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise TritonServerError(f"python_env={env_dir}: {last}; {create}")

@@ -665,17 +665,6 @@ class NoisyChannelDecoder:
                 ]
                 for edge_list in edges
             ]
-            kept = set()
-            if self.settings.keep_capitalized_unknown:
-                kept |= {p for p in _names(words) if not self._known(words[p].key)}
-            if self.settings.keep_name_runs:
-                kept |= self._name_runs(words)
-            for position in kept:
-                scored[position] = [
-                    e
-                    for e in scored[position]
-                    if not e.changed or set(e.words) <= self.catalog_words
-                ]
             lattices.append(Lattice(text, words, scored))
         return lattices
 
@@ -768,6 +757,16 @@ class NoisyChannelDecoder:
                 if self._known(joined):  # a space typed inside a word: "be cause"
                     typed = f"{key} {following.key}"
                     edges[position].append((position, position + 2, (joined,), typed, True))
+        # A name is kept before any candidate is scored: only catalog entries may replace it.
+        kept = self._name_runs(words) if settings.keep_name_runs else set()
+        if settings.keep_capitalized_unknown:
+            kept |= {p for p in _names(words) if not self._known(words[p].key)}
+        for position in kept:
+            edges[position] = [
+                edge
+                for edge in edges[position]
+                if not edge[4] or set(edge[2]) <= self.catalog_words
+            ]
         return text, words, edges
 
     def _score_missing(self, pairs: set[tuple[str, str]]) -> None:

@@ -123,8 +123,9 @@ def server_python(
     )
     if not python.is_file():
         raise TritonServerError(f"python_env={env_dir}: no server Python there; {create}")
+    modules = ", ".join(package.split("<")[0] for package in SERVER_PYTHON_PACKAGES)
     probe = (
-        "import sys, sysconfig, numpy, onnxruntime, tokenizers, rapidfuzz, jellyfish; "
+        f"import sys, sysconfig, {modules}; "
         "print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
         "print(sysconfig.get_config_var('LIBDIR')); print(numpy.__version__)"
     )

@@ -11,6 +11,10 @@ wrote:
   ``../shared/data/music/`` (as written, and lower-cased as users type them), the correct
   side of the Twitter windows (everyday text), and those windows joined four at a time
   (twelve-word inputs);
+- correct web search queries written by hand (``experiments/data/web_queries.txt``: not a
+  real log, so a probe rather than evidence; it holds what a real log is full of and the
+  sets above lack: lower-cased abbreviations and brands such as ``irs``, ``mac os x``,
+  ``mlk day``);
 - the synthetic test split of each model's own data, and its clean queries.
 
 A model row is in bold where it loses: on misspellings, accuracy below the better SymSpell
@@ -42,6 +46,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MISSPELLINGS = ("aspell.tsv", "wikipedia_birkbeck.tsv", "norvig_testset1.tsv", "twitter_200.tsv")
 BASELINES = ("symspell", "symspell-word", "identity")
 TITLES = 2000  # song titles sampled (seeded) from the Billboard file
+WEB_QUERIES = Path(__file__).resolve().parent / "data" / "web_queries.txt"
 
 
 @dataclass
@@ -86,6 +91,12 @@ def shared_test_sets() -> list[TestSet]:
         joined = [" ".join(windows[i : i + 4]) for i in range(0, len(windows) - 3, 4)]
         sets.append(TestSet("correct: 4 windows joined", joined, joined, correct=True))
     return sets
+
+
+def web_query_set() -> TestSet:
+    lines = WEB_QUERIES.read_text(encoding="utf-8").splitlines()
+    queries = [line for line in lines if line.strip() and not line.startswith("#")]
+    return TestSet("correct: web queries (hand-written)", queries, queries, correct=True)
 
 
 def synthetic_test_sets(dataset: Path, label: str, limit: int = 3000) -> list[TestSet]:
@@ -165,7 +176,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/accuracy"))
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.models)
-    test_sets = shared_test_sets()
+    test_sets = [*shared_test_sets(), web_query_set()]
     datasets = {}  # models trained on the same data share its test sets
     for name, path in models.items():
         dataset = (Path(path).parent / "dataset").resolve()

@@ -143,3 +143,45 @@ def test_evaluation_order_draws_across_lengths_and_repeats_every_epoch() -> None
     head = [i for batch in first_epoch[: len(first_epoch) // 10] for i in batch]
     lengths = sorted(len(dataset.input_ids[i]) for i in head)
     assert lengths[0] <= 5 and lengths[-1] >= 38
+
+
+def test_dynamic_noise_draws_new_typos_each_epoch_and_the_same_ones_again_on_resume() -> None:
+    """A long run must not see the same typo twice (else `noise_mode=dynamic` is static
+    noise under another name), yet a resumed run or another DDP rank must see the very
+    typos of the epoch it is in. Real pairs keep the typos their users made."""
+    from omegaconf import OmegaConf
+
+    from data_synth.paths import CONF_DIR
+    from spellfix.data import DynamicNoiseDataset, PairEncoder
+    from spellfix.tokenizer import train_tokenizer
+
+    clean = [f"query number {word}" for word in ("alpha", "bravo", "charlie", "delta")] * 50
+    real = [("beatels", "beatles"), ("quen", "queen")]
+    noise = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "noise" / "default.yaml"))
+    encode = PairEncoder(train_tokenizer(clean, vocab_size=300, min_frequency=1), 32, 32)
+
+    def epoch_of(dataset: DynamicNoiseDataset, epoch: int) -> list[tuple[str, str]]:
+        sampler = TokenBudgetBatchSampler(dataset, max_tokens=512, seed=1)
+        loader = ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=PairCollator(1))
+        loader.load_state_dict({"epoch": epoch, "consumed_batches": 0})
+        batches = [zip(batch["noisy"], batch["clean"], strict=True) for batch in loader]
+        return sorted(pair for batch in batches for pair in batch)
+
+    def pairs(dataset: DynamicNoiseDataset, epoch: int) -> list[tuple[str, str]]:
+        dataset.set_epoch(epoch)
+        return list(zip(dataset.noisy, dataset.clean, strict=True))
+
+    run = DynamicNoiseDataset(clean, noise, seed=5, encode=encode, fixed=real)
+    first, second = pairs(run, 0), pairs(run, 1)
+    assert [c for _, c in first] == [c for _, c in second] == [*clean, "beatles", "queen"]
+    typo_changed = sum(a != b for (a, _), (b, _) in zip(first, second, strict=True))
+    assert typo_changed > 0.5 * len(clean), "epoch 1 repeats epoch 0's typos"
+    assert first[-2:] == second[-2:] == real
+    # The model is trained on what the texts say: the tokens follow the draw.
+    row = next(i for i, (noisy, c) in enumerate(second) if noisy != c)
+    assert run[row]["labels"] == encode([second[row][0]], [second[row][1]])["labels"][0]
+
+    resumed = DynamicNoiseDataset(clean, noise, seed=5, encode=encode, fixed=real)
+    assert pairs(resumed, 1) == second
+    # ... and through the loader, which is where training sets the epoch.
+    assert epoch_of(resumed, 1) == sorted(second) != epoch_of(resumed, 0) == sorted(first)

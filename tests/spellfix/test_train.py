@@ -83,9 +83,29 @@ def test_train_saves_a_calibrated_model_that_hf_loads_and_that_corrects(tmp_path
 
 
 @pytest.mark.slow
-def test_dynamic_noise_trains(tmp_path: Path) -> None:
-    result = train(compose_train(tmp_path, "data.noise_mode=dynamic", "run_test=false"))
-    assert Path(result["model_dir"], "model.safetensors").is_file()
+def test_dynamic_noise_mode_feeds_training_fresh_typos_every_epoch(tmp_path: Path) -> None:
+    from data_synth.build import load_dataset_dir
+    from spellfix.data import SpellDataModule
+    from spellfix.tokenizer import train_tokenizer
+
+    cfg = compose_train(tmp_path, "data.noise_mode=dynamic")
+    tokenizer = train_tokenizer(["the beatles let it be"] * 3, vocab_size=300)
+    module = SpellDataModule(cfg.data, cfg.noise, tokenizer, accelerator="cpu")
+    module.setup()
+    stored = load_dataset_dir(module.dataset_dir)["train"]
+    loader = module.train_dataloader()  # what the Trainer iterates, one pass per epoch
+    epochs = [
+        sorted(pair for b in loader for pair in zip(b["noisy"], b["clean"], strict=True))
+        for _ in range(2)
+    ]
+    assert (
+        sorted(c for _, c in epochs[0])
+        == sorted(c for _, c in epochs[1])
+        == sorted(stored["clean"])
+    )
+    assert epochs[0], "the loader yielded no batches"
+    assert epochs[0] != epochs[1], "the second epoch repeats the first one's typos"
+    assert sorted(n for n, _ in epochs[0]) != sorted(stored["noisy"]), "the stored typos"
 
 
 @pytest.mark.slow
@@ -156,9 +176,11 @@ def _global_step(path: Path) -> int:
 
 
 def test_unknown_key_fails_with_hydra_message(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "trainer.no_such_key=1", timeout=120)
+    done = run_cli(tmp_path, "trainer.no_such_key=1", "paths.run_name=unknown", timeout=120)
     assert done.returncode != 0
-    assert "no_such_key" in done.stderr
+    assert "Key 'no_such_key' is not in struct" in done.stderr
+    assert "full_key: trainer.no_such_key" in done.stderr
+    assert not (tmp_path / "runs" / "unknown").exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
@@ -169,10 +191,12 @@ def test_an_output_dir_that_cannot_be_created_is_named_in_one_line(tmp_path: Pat
     assert len(lines) == 1 and "paths.output_dir=/proc/spellfix" in lines[0], lines
 
 
-def test_wrong_type_fails_with_hydra_message(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "data.max_tokens=lots", timeout=120)
-    assert done.returncode != 0
-    assert "max_tokens" in done.stderr
+def test_a_value_of_the_wrong_type_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "data.max_tokens=lots", "paths.run_name=typed", timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.max_tokens='lots': expected int like the default" in lines[0]
+    assert not (tmp_path / "runs" / "typed").exists()
 
 
 def test_missing_dataset_directory_is_named(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_cpu_fallback_records_real_readings_and_writes_both_files(tmp_path, caps
     metrics = report["metrics"]
     assert metrics["rss_gb"]["samples"] >= 1
     assert metrics["rss_gb"]["mean"] > 0.01  # torch alone keeps more than 10 MB resident
-    assert metrics["cpu_percent"]["max"] >= 0.0
+    assert metrics["cpu_percent"]["max"] > 0.0  # training keeps this process busy
     assert report["timeline"] and {"t", "rank", "cpu_percent", "rss_gb"} <= set(
         report["timeline"][0]
     )

@@ -138,6 +138,85 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
+#: The counts every metric above is a ratio of. Counts add up across batches and DDP
+#: ranks; ratios do not (a mean of per-rank CERs is not the corpus CER), so distributed
+#: evaluation sums these and divides once (``spellfix.model.CorrectionMetrics``).
+COUNT_KEYS = (
+    "examples",
+    "exact",
+    "exact_cased",
+    "char_errors",
+    "reference_chars",
+    "word_errors",
+    "reference_words",
+    "gold_edits",
+    "system_edits",
+    "correct_edits",
+    "clean_inputs",
+    "overcorrected",
+)
+
+
+def metric_counts(
+    sources: Sequence[str], predictions: Sequence[str], references: Sequence[str]
+) -> dict[str, int]:
+    """The ``COUNT_KEYS`` of parallel lists of inputs, outputs and targets."""
+    if not len(sources) == len(predictions) == len(references):
+        raise ValueError(
+            f"sources, predictions and references must be parallel, got lengths "
+            f"{len(sources)}, {len(predictions)}, {len(references)}"
+        )
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    counts["examples"] = len(references)
+    for source_text, prediction_text, reference_text in zip(
+        sources, predictions, references, strict=True
+    ):
+        source, prediction, reference = (
+            normalize(source_text),
+            normalize(prediction_text),
+            normalize(reference_text),
+        )
+        counts["exact"] += prediction == reference
+        counts["exact_cased"] += normalize(prediction_text, cased=True) == normalize(
+            reference_text, cased=True
+        )
+        counts["char_errors"] += edit_distance(prediction, reference)
+        counts["reference_chars"] += len(reference)
+
+        source_words, prediction_words, reference_words = (
+            source.split(),
+            prediction.split(),
+            reference.split(),
+        )
+        counts["word_errors"] += edit_distance(prediction_words, reference_words)
+        counts["reference_words"] += len(reference_words)
+
+        gold = word_edits(source_words, reference_words)
+        system = word_edits(source_words, prediction_words)
+        counts["gold_edits"] += sum(gold.values())
+        counts["system_edits"] += sum(system.values())
+        counts["correct_edits"] += sum((gold & system).values())
+
+        if source == reference:
+            counts["clean_inputs"] += 1
+            counts["overcorrected"] += prediction != reference
+    return counts
+
+
+def metrics_from_counts(counts: dict[str, float]) -> dict[str, float]:
+    """The ``METRIC_KEYS`` from summed ``COUNT_KEYS`` (of one process or of all)."""
+    return {
+        "exact_match": _ratio(counts["exact"], counts["examples"]),
+        "exact_match_cased": _ratio(counts["exact_cased"], counts["examples"]),
+        "cer": _ratio(counts["char_errors"], counts["reference_chars"]),
+        "wer": _ratio(counts["word_errors"], counts["reference_words"]),
+        "correction_precision": _ratio(counts["correct_edits"], counts["system_edits"]),
+        "correction_recall": _ratio(counts["correct_edits"], counts["gold_edits"]),
+        "overcorrection_rate": _ratio(counts["overcorrected"], counts["clean_inputs"]),
+        "n": float(counts["examples"]),
+    }
+
+
 def compute_metrics(
     sources: Sequence[str], predictions: Sequence[str], references: Sequence[str]
 ) -> dict[str, float]:
@@ -147,59 +226,4 @@ def compute_metrics(
     WER, word-level correction precision/recall, the over-correction rate (share of
     already-correct inputs the system changed) and ``n``, the number of examples.
     """
-    if not len(sources) == len(predictions) == len(references):
-        raise ValueError(
-            f"sources, predictions and references must be parallel, got lengths "
-            f"{len(sources)}, {len(predictions)}, {len(references)}"
-        )
-
-    exact, exact_cased = 0, 0
-    char_errors, reference_chars = 0, 0
-    word_errors, reference_words = 0, 0
-    gold_edit_count, system_edit_count, correct_edit_count = 0, 0, 0
-    clean_inputs, overcorrected = 0, 0
-
-    for source_text, prediction_text, reference_text in zip(
-        sources, predictions, references, strict=True
-    ):
-        source, prediction, reference = (
-            normalize(source_text),
-            normalize(prediction_text),
-            normalize(reference_text),
-        )
-        exact += prediction == reference
-        exact_cased += normalize(prediction_text, cased=True) == normalize(
-            reference_text, cased=True
-        )
-
-        char_errors += edit_distance(prediction, reference)
-        reference_chars += len(reference)
-
-        source_words, prediction_words, reference_words_list = (
-            source.split(),
-            prediction.split(),
-            reference.split(),
-        )
-        word_errors += edit_distance(prediction_words, reference_words_list)
-        reference_words += len(reference_words_list)
-
-        gold = word_edits(source_words, reference_words_list)
-        system = word_edits(source_words, prediction_words)
-        gold_edit_count += sum(gold.values())
-        system_edit_count += sum(system.values())
-        correct_edit_count += sum((gold & system).values())
-
-        if source == reference:
-            clean_inputs += 1
-            overcorrected += prediction != reference
-
-    return {
-        "exact_match": _ratio(exact, len(references)),
-        "exact_match_cased": _ratio(exact_cased, len(references)),
-        "cer": _ratio(char_errors, reference_chars),
-        "wer": _ratio(word_errors, reference_words),
-        "correction_precision": _ratio(correct_edit_count, system_edit_count),
-        "correction_recall": _ratio(correct_edit_count, gold_edit_count),
-        "overcorrection_rate": _ratio(overcorrected, clean_inputs),
-        "n": float(len(references)),
-    }
+    return metrics_from_counts(metric_counts(sources, predictions, references))

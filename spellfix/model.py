@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
+from torchmetrics import Metric
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
@@ -35,7 +36,7 @@ from spellfix.decoding import (
     NoisyChannelDecoder,
     max_new_tokens_for,
 )
-from spellfix.metrics import compute_metrics
+from spellfix.metrics import COUNT_KEYS, metric_counts, metrics_from_counts
 from spellfix.tokenizer import decode_clean, load_tokenizer
 
 
@@ -147,6 +148,30 @@ def time_budget_spent(trainer: pl.Trainer) -> Callable[[], float] | None:
     return spent
 
 
+class CorrectionMetrics(Metric):
+    """The corrector metrics of ``spellfix.metrics`` over every rank's examples.
+
+    Each rank adds up its counts (edit distances, reference lengths, edits made); the
+    ratios are taken once, on the sums of all ranks. Averaging each rank's own CER, as
+    ``sync_dist`` does, weighs a rank's few long queries like another's many short ones,
+    and one rank without a correct input (over-correction NaN) made the mean NaN.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for key in COUNT_KEYS:
+            self.add_state(key, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, sources: list[str], predictions: list[str], references: list[str]) -> None:
+        for key, value in metric_counts(sources, predictions, references).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def compute(self) -> dict[str, float]:
+        return metrics_from_counts({key: int(getattr(self, key)) for key in COUNT_KEYS})
+
+
 # Devices with a fused AdamW kernel (torch >= 2.4).
 FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu"})
 
@@ -203,6 +228,9 @@ class SpellCorrector(pl.LightningModule):
             {"backbone": torch.compile(self.model.model, dynamic=True)} if compile else {}
         )
         self._predictions: dict[str, list[tuple[str, str, str]]] = {}
+        self.correction_metrics = torch.nn.ModuleDict(
+            {"val": CorrectionMetrics(), "test": CorrectionMetrics()}
+        )
 
     # -- training ---------------------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -302,8 +330,10 @@ class SpellCorrector(pl.LightningModule):
         take = min(self.val_generation_samples - len(seen), batch_size, self._quota(stage))
         if take <= 0:
             return
-        predictions = [c.correction for c in self.corrections(list(batch["noisy"][:take]))]
-        seen.extend(zip(batch["noisy"][:take], predictions, batch["clean"][:take], strict=True))
+        sources, references = list(batch["noisy"][:take]), list(batch["clean"][:take])
+        predictions = [c.correction for c in self.corrections(sources)]
+        self.correction_metrics[stage].update(sources, predictions, references)
+        seen.extend(zip(sources, predictions, references, strict=True))
 
     def _quota(self, stage: str) -> int:
         """Examples to correct per batch, so the samples spread over every evaluated batch.
@@ -322,11 +352,18 @@ class SpellCorrector(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         triples = self._predictions.pop(stage, [])
-        if not triples or self.trainer.sanity_checking:
+        counts = self.correction_metrics[stage]
+        if self.trainer.sanity_checking:
+            counts.reset()
             return
-        sources, predictions, references = map(list, zip(*triples, strict=True))
-        metrics = compute_metrics(sources, predictions, references)
-        n = metrics.pop("n", len(triples))
+        if not counts.update_count:  # a rank with nothing to correct still joins the sum
+            counts.update([], [], [])
+        metrics = counts.compute()  # every rank calls it: the counts are summed across ranks
+        counts.reset()
+        n = int(metrics.pop("n"))
+        if not n:
+            return
+        # Every rank holds the same sums; sync_dist only tells Lightning they agree.
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
         if stage == "val" and hasattr(self, "_fit_started"):
             # Wall time of this validation, so studies can compare time-to-quality.

@@ -78,3 +78,70 @@ def test_a_run_stopped_by_max_time_ends_annealed_only_with_decay_by_time(
         assert last_lr < 0.05e-3, f"ended at lr {last_lr:.2e}: not annealed"
     else:
         assert last_lr > 0.9e-3, "without decay_by_time the plan of max_steps is followed"
+
+
+# Two ranks' validation samples: rank 0 has a long query fixed and a correct one broken,
+# rank 1 only short typos (no correct input, so its own over-correction rate is NaN).
+RANK_SAMPLES = [
+    (
+        ["teh beatles let it be please", "coldplay yellow"],
+        ["the beatles let it be please", "coldplay yelow"],
+        ["the beatles let it be please", "coldplay yellow"],
+    ),
+    (["adle", "quen"], ["adele", "quen"], ["adele", "queen"]),
+]
+
+# One DDP rank: its own samples in, the metrics after the cross-rank sum out (JSON).
+RANK_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from spellfix.model import CorrectionMetrics
+rank, port, samples = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+metric = CorrectionMetrics()
+metric.update(*samples)
+print(json.dumps(metric.compute()))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.distributed
+def test_metrics_over_ddp_ranks_are_those_of_all_their_examples_together() -> None:
+    """Corpus CER and over-correction under DDP are ratios of summed counts: the same
+    numbers one process gets on every rank's examples, on every rank."""
+    import json
+    import math
+    import os
+    import subprocess
+    import sys
+
+    from spellfix.metrics import compute_metrics
+    from spellfix.serve import free_ports
+
+    (port,) = free_ports(1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(rank), str(port), json.dumps(samples)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank, samples in enumerate(RANK_SAMPLES)
+    ]
+    got = []
+    for process in ranks:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err[-2000:]
+        got.append(json.loads(out.strip().splitlines()[-1]))
+
+    columns = [[text for samples in RANK_SAMPLES for text in samples[i]] for i in range(3)]
+    together = compute_metrics(*columns)
+    assert got[0] == got[1] == pytest.approx(together)
+    assert got[0]["n"] == 4 and got[0]["overcorrection_rate"] == 1.0  # the one correct input
+    assert got[0]["exact_match"] == 0.5
+    ranks_alone = [compute_metrics(*samples) for samples in RANK_SAMPLES]
+    assert math.isnan(ranks_alone[1]["overcorrection_rate"])
+    mean_of_ranks = sum(r["cer"] for r in ranks_alone) / 2
+    assert got[0]["cer"] != pytest.approx(mean_of_ranks), "a mean of ranks is not the corpus"

@@ -50,6 +50,45 @@ def test_generated_samples_come_from_every_evaluated_batch(tiny_model_dir: Path)
     assert lengths == {2, 3, 5, 9}, "the metrics must not score the shortest batch alone"
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_on_real_tokens_only_is_the_hf_loss_of_the_padded_batch(
+    tiny_model_dir: Path, smoothing: float
+) -> None:
+    """Projecting only the real decoder positions onto the vocabulary is a speed-up, not a
+    different objective: the loss equals HF's own over the padded batch, and with label
+    smoothing the smoothed cross-entropy of HF's padded logits."""
+    import torch
+
+    module = SpellCorrector(
+        tokenizer_dir=str(tiny_model_dir),
+        pretrained=str(tiny_model_dir),
+        optim={"label_smoothing": smoothing},
+    )
+    module.model.eval()  # no dropout, so both passes see the same network
+    batch = PairCollator(module.tokenizer.pad_token_id)(
+        [
+            {"input_ids": ids, "labels": ids, "noisy": text, "clean": text}
+            for text in ["the beatles let it be", "coldplay yellow", "adele"]
+            for ids in [module.tokenizer(text)["input_ids"]]
+        ]
+    )
+    assert (batch["labels"] == -100).any(), "the batch must hold padding to mean anything"
+    with torch.no_grad():
+        ours = module.loss(batch)
+        hf = module.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
+    # HF's BART loss has no smoothing option: smooth its full padded logits the same way.
+    smoothed = torch.nn.functional.cross_entropy(
+        hf.logits.flatten(0, 1), batch["labels"].flatten(), label_smoothing=smoothing
+    )
+    assert ours.item() == pytest.approx(smoothed.item(), rel=1e-5)
+    if not smoothing:
+        assert ours.item() == pytest.approx(hf.loss.item(), rel=1e-5)
+
+
 def test_schedule_decays_by_the_clock_when_it_is_further_along_than_the_steps() -> None:
     by_steps = warmup_schedule(10, 1010, "cosine")
     by_clock = warmup_schedule(10, 1010, "cosine", time_spent=lambda: 0.5)

@@ -94,6 +94,44 @@ def test_training_flops_follow_the_documented_formula() -> None:
     assert flops == weights + attention == 6672
 
 
+def test_training_flops_are_what_torch_counts_for_a_real_bart_step() -> None:
+    """The formula against torch's own FLOP counter on a BART forward and backward: a
+    wrong layer count, FFN width or attention term would show here, not in a hand count
+    that repeats the formula. Eager attention, since the counter has no rule for the CPU
+    SDPA kernel; a batch without padding, since the formula counts real tokens."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=500,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=96,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(config)
+    batch, source_length, target_length = 3, 11, 7
+    source = torch.randint(4, config.vocab_size, (batch, source_length))
+    target = torch.randint(4, config.vocab_size, (batch, target_length))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=source, decoder_input_ids=target).logits.sum().backward()
+    expected = training_flops(
+        Seq2SeqShape.from_config(config),
+        source_tokens=batch * source_length,
+        target_tokens=batch * target_length,
+        source_len_sq=batch * source_length**2,
+        target_len_sq=batch * target_length**2,
+        source_target_len_product=batch * source_length * target_length,
+    )
+    assert expected == counter.get_total_flops()
+
+
 def test_shape_is_read_from_a_bart_config_and_refused_for_other_objects() -> None:
     shape = Seq2SeqShape.from_config(tiny_bart_config())
     assert shape == Seq2SeqShape(32, 1, 1, 64, 64, 64)

@@ -58,6 +58,10 @@ CHUNK_SIZE = 2000
 _CODE_FILES = ("noise.py", "keyboards.py", "build.py")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_build_config(build_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The build config as a plain dict; a bad key or value raises naming ``build.<key>``."""
     cfg = plain_config(build_cfg)
@@ -67,8 +71,23 @@ def check_build_config(build_cfg: Mapping[str, Any]) -> dict[str, Any]:
     missing = [key for key in BUILD_KEYS if key not in cfg]
     if missing:
         raise CorpusError(f"build.{missing[0]}: missing key; see conf/build/default.yaml")
-    if not isinstance(cfg["variants_per_query"], int) or cfg["variants_per_query"] < 1:
+    if not _is_int(cfg["variants_per_query"]) or cfg["variants_per_query"] < 1:
         raise CorpusError("build.variants_per_query: expected an integer >= 1")
+    # A seed of "abc" would be accepted by random.Random and silently make another dataset.
+    if not _is_int(cfg["seed"]):
+        raise CorpusError(f"build.seed: expected an integer, got {cfg['seed']!r}")
+    if cfg["num_proc"] is not None and (not _is_int(cfg["num_proc"]) or cfg["num_proc"] < 1):
+        raise CorpusError(
+            f"build.num_proc: expected an integer >= 1 or null, got {cfg['num_proc']!r}"
+        )
+    smallest_parallel = cfg["parallel_min_queries"]
+    if not _is_int(smallest_parallel) or smallest_parallel < 0:
+        raise CorpusError(
+            f"build.parallel_min_queries: expected an integer >= 0, got {smallest_parallel!r}"
+        )
+    for key in ("overwrite", "progress"):
+        if not isinstance(cfg[key], bool):
+            raise CorpusError(f"build.{key}: expected true or false, got {cfg[key]!r}")
     for key in ("validation_fraction", "test_fraction"):
         if not isinstance(cfg[key], int | float) or not 0 < cfg[key] < 1:
             raise CorpusError(f"build.{key}: expected a number in (0, 1), got {cfg[key]!r}")

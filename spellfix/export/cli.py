@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from data_synth.paths import CONF_DIR
-from spellfix.config import rename_model_argument
+from spellfix.config import checked_main, rename_model_argument
 from spellfix.export.onnx import (
     MANIFEST_FORMAT,
     ExportValidationError,
@@ -210,6 +210,7 @@ def _print_summary(summary: dict) -> None:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
+@checked_main("export")  # a value of the wrong type is refused in one line, before any work
 def _hydra_entry(cfg: DictConfig) -> None:
     try:
         export(cfg)

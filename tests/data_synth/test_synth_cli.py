@@ -61,6 +61,10 @@ def test_cli_infers_the_format_from_the_path_alone(tmp_path):
             ["corpus.path=model.bin", "corpus.source=text"],
             "binary",
         ),
+        # Wrong types: random.Random("abc") would accept the seed and build another dataset.
+        ({}, ["build.seed=abc"], "build.seed: expected an integer, got 'abc'"),
+        ({}, ["build.num_proc=0"], "build.num_proc: expected an integer >= 1 or null, got 0"),
+        ({}, ["build.overwrite=maybe"], "build.overwrite: expected true or false, got 'maybe'"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, files, overrides, message):

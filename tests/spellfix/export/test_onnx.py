@@ -150,18 +150,26 @@ def test_cli_with_zero_tolerance_exits_nonzero_and_writes_nothing(tiny_model_dir
     assert list(tmp_path.iterdir()) == [tmp_path / "outputs"]  # Hydra's log dir only
 
 
-def test_cli_rejects_a_missing_model_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["model=/nonexistent"], "spellfix-export: error: model=/nonexistent does not exist"),
+        # Checked before the model is read: export fails fast, whatever else is wrong.
+        (["model=/nonexistent", "onnx.opset=abc"], "onnx.opset='abc': expected int like"),
+    ],
+)
+def test_cli_rejects_bad_arguments_in_one_line(tmp_path, arguments, message):
     result = subprocess.run(
-        [sys.executable, "-m", "spellfix.export.cli", "model=/nonexistent", "output_dir=x"],
+        [sys.executable, "-m", "spellfix.export.cli", *arguments, "output_dir=x"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=300,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "spellfix-export: error: model=/nonexistent does not exist"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "x").exists()
 
 
 def test_existing_output_dir_is_refused_without_overwrite(tiny_model_dir, tmp_path):

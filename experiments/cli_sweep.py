@@ -114,6 +114,10 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
             synth("corpus.path=songs.csv", "output_dir=mine", **keep_mine),
         ),
         ("synth: unknown noise profile", synth("noise=nope", *synth_out)),
+        (
+            "synth: build.seed=abc",
+            synth("build.seed=abc", "output_dir=seed_out", must_not_exist=("seed_out",)),
+        ),
         ("train: data.batching=token", train("data.batching=token")),
         ("train: data.noise_mode=dynmic", train("data.noise_mode=dynmic")),
         ("train: warmup_ratio and warmup_steps both set", train("model.optim.warmup_ratio=0.1")),
@@ -132,6 +136,10 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
         (
             "export: missing model",
             export_("model=/nonexistent", "output_dir=exp_out", **gone_export),
+        ),
+        (
+            "export: onnx.opset=abc",
+            export_(f"model={model}", "output_dir=exp_out", "onnx.opset=abc", **gone_export),
         ),
         (
             "export: overwrite=true on a user directory",

@@ -14,7 +14,8 @@ wrote:
 - correct web search queries written by hand (``experiments/data/web_queries.txt``: not a
   real log, so a probe rather than evidence; it holds what a real log is full of and the
   sets above lack: lower-cased abbreviations and brands such as ``irs``, ``mac os x``,
-  ``mlk day``);
+  ``mlk day``); and the same queries with one real misspelling each, taken from the word
+  lists above where they misspell a word of the query (a query search in miniature);
 - the synthetic test split of each model's own data, and its clean queries.
 
 A model row is in bold where it loses: on misspellings, accuracy below the better SymSpell
@@ -99,6 +100,31 @@ def web_query_set() -> TestSet:
     return TestSet("correct: web queries (hand-written)", queries, queries, correct=True)
 
 
+def web_queries_with_real_typos() -> TestSet | None:
+    """The hand-written web queries with one word replaced by a real misspelling of it
+    from the word lists (seeded; queries none of whose words the lists misspell are left
+    out). None when the lists are absent."""
+    misspelled: dict[str, list[str]] = {}
+    for name in MISSPELLINGS[:3]:
+        path = SHARED / "misspellings" / name
+        if not path.is_file():
+            return None
+        for typo, word in zip(*read_pairs(path), strict=True):
+            if " " not in typo + word and typo.casefold() != word.casefold():
+                misspelled.setdefault(word.casefold(), []).append(typo.casefold())
+    rng = random.Random(0)
+    sources, targets = [], []
+    for query in web_query_set().sources:
+        words = query.split()
+        spots = [i for i, word in enumerate(words) if word in misspelled]
+        if spots:
+            spot = rng.choice(spots)
+            typo = rng.choice(misspelled[words[spot]])
+            sources.append(" ".join([*words[:spot], typo, *words[spot + 1 :]]))
+            targets.append(query)
+    return TestSet("web queries (hand-written), one real misspelling", sources, targets, False)
+
+
 def synthetic_test_sets(dataset: Path, label: str, limit: int = 3000) -> list[TestSet]:
     from datasets import load_from_disk
 
@@ -177,6 +203,9 @@ def main() -> None:
     args = parser.parse_args()
     models = dict(item.split("=", 1) for item in args.models)
     test_sets = [*shared_test_sets(), web_query_set()]
+    with_typos = web_queries_with_real_typos()
+    if with_typos is not None:
+        test_sets.append(with_typos)
     datasets = {}  # models trained on the same data share its test sets
     for name, path in models.items():
         dataset = (Path(path).parent / "dataset").resolve()

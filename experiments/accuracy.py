@@ -95,6 +95,7 @@ def shared_test_sets() -> list[TestSet]:
 
 
 def web_query_set() -> TestSet:
+    """Correct web queries, which must come back as typed (the team's hand-written probe)."""
     lines = WEB_QUERIES.read_text(encoding="utf-8").splitlines()
     queries = [line for line in lines if line.strip() and not line.startswith("#")]
     return TestSet("correct: web queries (hand-written)", queries, queries, correct=True)

@@ -19,8 +19,9 @@ PAD_ID = 1
 VOCAB_SIZE = 64
 
 
-def tiny_bart_config() -> BartConfig:
-    return BartConfig(
+def tiny_bart_config(**changes) -> BartConfig:
+    """A one-layer BART for the monitors; ``changes`` override any of its settings."""
+    settings = dict(
         vocab_size=VOCAB_SIZE,
         d_model=32,
         encoder_layers=1,
@@ -35,6 +36,7 @@ def tiny_bart_config() -> BartConfig:
         eos_token_id=2,
         decoder_start_token_id=2,
     )
+    return BartConfig(**{**settings, **changes})
 
 
 class ToySeq2Seq(pl.LightningModule):

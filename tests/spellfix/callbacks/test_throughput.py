@@ -100,19 +100,11 @@ def test_training_flops_are_what_torch_counts_for_a_real_bart_step() -> None:
     that repeats the formula. Eager attention, since the counter has no rule for the CPU
     SDPA kernel; a batch without padding, since the formula counts real tokens."""
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import BartConfig, BartForConditionalGeneration
+    from transformers import BartForConditionalGeneration
 
-    config = BartConfig(
-        vocab_size=500,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=3,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=96,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        max_position_embeddings=64,
-        attn_implementation="eager",
+    # Encoder and decoder differ in depth and width, so swapping them in the formula shows.
+    config = tiny_bart_config(
+        encoder_layers=2, decoder_layers=3, decoder_ffn_dim=96, attn_implementation="eager"
     )
     torch.manual_seed(0)
     model = BartForConditionalGeneration(config)

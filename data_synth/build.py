@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from data_synth.corpus import CorpusError, corpus_fingerprint, plain_config, read_corpus
+from data_synth.corpus import (
+    CorpusError,
+    check_whole_numbers,
+    corpus_fingerprint,
+    plain_config,
+    read_corpus,
+)
 from data_synth.noise import DEFAULT_CONFUSIONS, NoiseModel
 
 if TYPE_CHECKING:
@@ -56,10 +62,13 @@ _CONTENT_FREE_KEYS = frozenset({"num_proc", "parallel_min_queries", "overwrite",
 # the number of processes. Changing it changes every dataset, hence a constant.
 CHUNK_SIZE = 2000
 _CODE_FILES = ("noise.py", "keyboards.py", "build.py")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# Build keys holding a whole number: (smallest value, whether null is allowed).
+_WHOLE_NUMBER_KEYS = {
+    "variants_per_query": (1, False),
+    "seed": (0, False),
+    "num_proc": (1, True),
+    "parallel_min_queries": (0, False),
+}
 
 
 def check_build_config(build_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,20 +80,8 @@ def check_build_config(build_cfg: Mapping[str, Any]) -> dict[str, Any]:
     missing = [key for key in BUILD_KEYS if key not in cfg]
     if missing:
         raise CorpusError(f"build.{missing[0]}: missing key; see conf/build/default.yaml")
-    if not _is_int(cfg["variants_per_query"]) or cfg["variants_per_query"] < 1:
-        raise CorpusError("build.variants_per_query: expected an integer >= 1")
     # A seed of "abc" would be accepted by random.Random and silently make another dataset.
-    if not _is_int(cfg["seed"]):
-        raise CorpusError(f"build.seed: expected an integer, got {cfg['seed']!r}")
-    if cfg["num_proc"] is not None and (not _is_int(cfg["num_proc"]) or cfg["num_proc"] < 1):
-        raise CorpusError(
-            f"build.num_proc: expected an integer >= 1 or null, got {cfg['num_proc']!r}"
-        )
-    smallest_parallel = cfg["parallel_min_queries"]
-    if not _is_int(smallest_parallel) or smallest_parallel < 0:
-        raise CorpusError(
-            f"build.parallel_min_queries: expected an integer >= 0, got {smallest_parallel!r}"
-        )
+    check_whole_numbers("build", cfg, _WHOLE_NUMBER_KEYS)
     for key in ("overwrite", "progress"):
         if not isinstance(cfg[key], bool):
             raise CorpusError(f"build.{key}: expected true or false, got {cfg[key]!r}")

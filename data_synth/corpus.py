@@ -177,6 +177,20 @@ def resolve_source(cfg: Mapping[str, Any]) -> str:
     return _SUFFIX_SOURCES[suffix]
 
 
+def check_whole_numbers(
+    group: str, cfg: Mapping[str, Any], rules: Mapping[str, tuple[int, bool]]
+) -> None:
+    """Raise naming ``<group>.<key>`` unless each key of ``rules`` (smallest value, whether
+    null is allowed) holds a whole number: YAML gives ``true`` and ``"abc"`` as readily."""
+    for key, (smallest, nullable) in rules.items():
+        value = cfg[key]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            allowed = f"a whole number >= {smallest}" + (" or null" if nullable else "")
+            raise CorpusError(f"{group}.{key}={value!r}: expected {allowed}")
+
+
 def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The config as a plain dict, with unknown or missing keys reported by name."""
     cfg = plain_config(cfg)
@@ -189,13 +203,7 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     required = [key for key, value in cfg.items() if value == "???"]
     if required:
         raise CorpusError(f"corpus.{required[0]}: required; set it, e.g. corpus.{required[0]}=...")
-    for key, (smallest, nullable) in _COUNT_KEYS.items():
-        value = cfg[key]
-        if value is None and nullable:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-            allowed = f"a whole number >= {smallest}" + (" or null" if nullable else "")
-            raise CorpusError(f"corpus.{key}={value!r}: expected {allowed}")
+    check_whole_numbers("corpus", cfg, _COUNT_KEYS)
     if isinstance(cfg["columns"], str):
         cfg["columns"] = [cfg["columns"]]
     if cfg["columns"] is not None and len(cfg["columns"]) == 0:

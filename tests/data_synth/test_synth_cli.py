@@ -62,8 +62,8 @@ def test_cli_infers_the_format_from_the_path_alone(tmp_path):
             "binary",
         ),
         # Wrong types: random.Random("abc") would accept the seed and build another dataset.
-        ({}, ["build.seed=abc"], "build.seed: expected an integer, got 'abc'"),
-        ({}, ["build.num_proc=0"], "build.num_proc: expected an integer >= 1 or null, got 0"),
+        ({}, ["build.seed=abc"], "build.seed='abc': expected a whole number >= 0"),
+        ({}, ["build.num_proc=0"], "build.num_proc=0: expected a whole number >= 1 or null"),
         ({}, ["build.overwrite=maybe"], "build.overwrite: expected true or false, got 'maybe'"),
     ],
 )

@@ -20,9 +20,7 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import unicodedata
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +36,7 @@ from data_synth.corpus import (
     plain_config,
     read_corpus,
 )
+from data_synth.files import staged_directory
 from data_synth.noise import DEFAULT_CONFUSIONS, NoiseModel
 
 if TYPE_CHECKING:
@@ -276,17 +275,14 @@ def build_dataset(
         "clean_queries": {split: len(texts) for split, texts in splits.items()},
         "op_stats": {split: _op_stats(split_rows) for split, split_rows in rows.items()},
     }
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     show_bars = datasets.is_progress_bar_enabled()
     if not build["progress"]:
         datasets.disable_progress_bars()
     try:
-        dataset.save_to_disk(str(staging))
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-        _move_into_place(staging, output_dir)
+        with staged_directory(output_dir, if_exists="replace") as staging:
+            dataset.save_to_disk(str(staging))
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         if show_bars:
             datasets.enable_progress_bars()
     return output_dir
@@ -313,19 +309,6 @@ def _check_replaceable(output_dir: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise CorpusError(f"{output_dir}: dataset exists; pass build.overwrite=true to replace it")
-
-
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    retired = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    if output_dir.exists():
-        output_dir.rename(retired)
-    try:
-        staging.rename(output_dir)
-    except OSError:
-        if retired.exists():
-            retired.rename(output_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

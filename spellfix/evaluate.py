@@ -11,10 +11,7 @@ without the dictionary speller beside it cannot tell a user whether to ship the 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from data_synth.files import write_json_atomic, write_text_atomic
 from data_synth.paths import CONF_DIR
 from spellfix.baselines import load_system
 from spellfix.config import UserConfigError, checked_main, rename_model_argument
@@ -255,16 +253,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write beside the target, then rename, so a crash never leaves half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def _system_names(cfg: DictConfig) -> list[str]:
     names = ([str(cfg.system)] if cfg.system is not None else []) + [str(s) for s in cfg.systems]
     unique = list(dict.fromkeys(names))
@@ -302,10 +290,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     markdown = markdown_report(results)
     json_path, markdown_path = Path(output_dir) / RESULTS_JSON, Path(output_dir) / RESULTS_MARKDOWN
-    _write_atomically(
-        json_path, json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n"
-    )
-    _write_atomically(markdown_path, markdown)
+    write_json_atomic(json_path, _json_safe(results))
+    write_text_atomic(markdown_path, markdown)
     print(markdown)
     print(f"Wrote {json_path} and {markdown_path}")
     return {**results, "json_path": str(json_path), "markdown_path": str(markdown_path)}

@@ -15,13 +15,13 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from data_synth.files import atomic_path, write_text_atomic
 
 PLOTS_DIR = "plots"  # under the run directory (or the comparison directory)
 # Utilization readings worth a line in the comparison table, per sampler back end.
@@ -111,16 +111,12 @@ def _pyplot():
 def _save(figure: Any, path: Path) -> Path:
     """Save through a temporary file so a reader never sees half a PNG."""
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
         figure.tight_layout()
-        figure.savefig(temporary, format="png", dpi=90)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=90)
     finally:
         plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)
     return path
 
 
@@ -282,10 +278,7 @@ def write_report(run_dir: Path | str) -> Path:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text.rstrip() + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(path, text.rstrip() + "\n")
 
 
 def run_headline(run: RunData) -> dict[str, Any]:

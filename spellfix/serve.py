@@ -43,6 +43,7 @@ import hydra
 import psutil
 from omegaconf import DictConfig
 
+from data_synth.files import staged_directory
 from data_synth.paths import CONF_DIR
 from spellfix.config import UserConfigError, checked_main
 from spellfix.export.triton import TritonConfigError, check_repository
@@ -181,16 +182,15 @@ def _bundled_backend_dir(root: Path, python_version: str) -> Path:
     backends = CACHE_DIR / f"tritonserver-{root.stat().st_mtime_ns}-py{python_version}" / "backends"
     if (backends / "python" / STUB).is_file():
         return backends
-    backends.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=backends.parent))
-    shutil.copytree(
-        root / "backends", staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copy2(stub, staging / "python" / STUB)
-    try:
-        staging.rename(backends)
-    except OSError:  # another process got there first; its copy is complete
-        shutil.rmtree(staging, ignore_errors=True)
+    # Another server starting at the same time may finish its copy first: keep that one.
+    with staged_directory(backends, if_exists="keep") as staging:
+        shutil.copytree(
+            root / "backends",
+            staging,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        shutil.copy2(stub, staging / "python" / STUB)
     return backends
 
 

@@ -40,6 +40,7 @@ from rich.table import Table
 import spellfix
 from data_synth.build import load_dataset_dir
 from data_synth.corpus import resolve_source
+from data_synth.files import atomic_path, staged_directory, write_json_atomic
 from data_synth.paths import CONF_DIR
 from spellfix.calibrate import CalibrationReport, calibrate
 from spellfix.callbacks import build_callbacks
@@ -213,10 +214,10 @@ def prepare_lexicon(cfg: DictConfig, dataset_dir: Path, run_dir: Path) -> Path:
         web_count_discount=cfg.decoding.web_count_discount,
     )
     if cfg.decoding.catalog:
-        read_catalog(cfg.decoding.catalog).save(run_dir / CATALOG_FILE)
-    staging = path.with_name(path.name + ".tmp")
-    lexicon.save(staging)
-    staging.replace(path)
+        with atomic_path(run_dir / CATALOG_FILE) as temporary:
+            read_catalog(cfg.decoding.catalog).save(temporary)
+    with atomic_path(path) as temporary:
+        lexicon.save(temporary)
     return path
 
 
@@ -348,9 +349,6 @@ def save_model_dir(
 ) -> None:
     """Write the module's weights as an HF directory (safetensors) with its tokenizer, its
     decoding settings and lexicon, and metadata."""
-    tmp = model_dir.with_name(model_dir.name + ".tmp")
-    module.model.save_pretrained(tmp, safe_serialization=True)
-    module.tokenizer.save_pretrained(tmp)
     meta = {
         "spellfix_version": spellfix.__version__,
         "code_version": code_version(),
@@ -360,16 +358,16 @@ def save_model_dir(
         "metrics": metrics,
         "calibration": calibration.to_dict() if calibration else None,
     }
-    (tmp / "spellfix.json").write_text(json.dumps(meta, indent=2, default=str))
-    save_settings(module.decoding, tmp)
-    if module.lexicon_path:
-        shutil.copyfile(module.lexicon_path, tmp / LEXICON_FILE)
-        catalog = Path(module.lexicon_path).with_name(CATALOG_FILE)
-        if catalog.is_file():
-            shutil.copyfile(catalog, tmp / CATALOG_FILE)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    tmp.rename(model_dir)
+    with staged_directory(model_dir, if_exists="replace") as staging:
+        module.model.save_pretrained(staging, safe_serialization=True)
+        module.tokenizer.save_pretrained(staging)
+        (staging / "spellfix.json").write_text(json.dumps(meta, indent=2, default=str))
+        save_settings(module.decoding, staging)
+        if module.lexicon_path:
+            shutil.copyfile(module.lexicon_path, staging / LEXICON_FILE)
+            catalog = Path(module.lexicon_path).with_name(CATALOG_FILE)
+            if catalog.is_file():
+                shutil.copyfile(catalog, staging / CATALOG_FILE)
 
 
 def print_summary(
@@ -492,7 +490,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     result = {"run_dir": str(run_dir), "model_dir": str(model_dir), "metrics": metrics}
     if trainer.is_global_zero:
         result["samples"] = correct_queries(module, list(cfg.sample_queries))
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(run_dir / "result.json", result)
         log_model_artifact(trainer.loggers, model_dir, name=f"{cfg.paths.run_name}-model")
         result["report"] = str(write_report(run_dir))
         _link(run_dir / "dataset", Path(datamodule.dataset_dir).resolve())

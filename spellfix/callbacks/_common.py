@@ -1,10 +1,7 @@
-"""Plumbing both monitors share: cross-rank gathering, logger fan-out, safe file writes."""
+"""Plumbing the monitors share: cross-rank gathering, logger fan-out, output directory."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +41,6 @@ def output_directory(trainer: pl.Trainer, explicit: Path | str | None) -> Path:
     if explicit is not None:
         return Path(explicit)
     return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def synchronize_device(trainer: pl.Trainer) -> None:

@@ -43,7 +43,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from spellfix.callbacks._common import gather_to_all, write_json_atomic
+from data_synth.files import atomic_path, write_json_atomic
+from spellfix.callbacks._common import gather_to_all
 from spellfix.callbacks.throughput import count_tokens
 from spellfix.data import PairDataset, TokenBudgetBatchSampler, padded_length
 
@@ -303,6 +304,7 @@ class ThroughputTuner(Callback):
                 "per_rank_choice": choices,
                 "probes": rows,
             },
+            sort_keys=True,
         )
         _plot(self.probes, self.chosen, key, self.run_dir / "batch_size_search.png")
         lines = [
@@ -381,10 +383,11 @@ def _plot(probes: list[Probe], chosen: int | None, key: str, path: Path) -> None
     speed.legend(loc="lower right")
     speed.set_title("Throughput-seeking batch-size search")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def load_search(run_dir: Path) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,12 +29,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from data_synth.files import atomic_path, write_json_atomic
 from spellfix.callbacks._common import (
     gather_to_all,
     log_to_loggers,
     output_directory,
     synchronize_device,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -495,6 +494,7 @@ class UtilizationMonitor(Callback):
         write_json_atomic(
             directory / "utilization.json",
             {**self.summary, "diagnosis": advice, "timeline": timeline},
+            sort_keys=True,
         )
         if self.plot:
             _plot_timeline(
@@ -777,12 +777,8 @@ def _plot_timeline(
     axes[-1, 0].set_xlabel("seconds since training start (grey: validation)")
     figure.suptitle(f"utilization ({summary['backend']})")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=100)
     finally:
         plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)

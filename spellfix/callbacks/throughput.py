@@ -25,12 +25,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from data_synth.files import write_json_atomic
 from spellfix.callbacks._common import (
     gather_to_all,
     log_to_loggers,
     output_directory,
     synchronize_device,
-    write_json_atomic,
 )
 from spellfix.callbacks.flops import (
     Seq2SeqShape,
@@ -401,7 +401,7 @@ class ThroughputMonitor(Callback):
             "per_rank": per_rank,
         }
         path = output_directory(trainer, self.output_dir) / "throughput.json"
-        write_json_atomic(path, report)
+        write_json_atomic(path, report, sort_keys=True)
         job = report["job"]
         mfu = f", MFU {job['mfu']:.1%}" if "mfu" in job else ""
         print(

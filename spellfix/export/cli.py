@@ -13,15 +13,14 @@ entry; its exporter finds the ONNX graphs and ``manifest.json`` already in the d
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from data_synth.files import staged_directory
 from data_synth.paths import CONF_DIR
 from spellfix.config import checked_main, rename_model_argument
 from spellfix.export.onnx import (
@@ -164,14 +163,8 @@ def export(cfg: DictConfig) -> dict:
     # The ONNX graphs are what every other format is built from.
     formats = [name for name in FORMATS if name == "onnx" or name in cfg.formats]
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with staged_directory(output, if_exists="replace") as staging:
         results = {name: FORMATS[name](cfg, staging) for name in formats}
-        _move_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary = {"output_dir": str(output), "formats": results}
     _print_summary(summary)
     return summary
@@ -188,17 +181,6 @@ def _is_replaceable_export(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename staging to output; an old output (overwrite=true) is removed only after."""
-    if output.exists():
-        retired = output.with_name(f".{output.name}.old")
-        output.rename(retired)
-        staging.rename(output)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(output)
 
 
 def _print_summary(summary: dict) -> None:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from data_synth.files import write_json_atomic
 from spellfix.decoding import (
     CATALOG_FILE,
     DECODING_FILE,
@@ -424,7 +425,7 @@ def export_onnx(
             "decoder": {"file": "decoder.onnx"},
         },
     }
-    _write_json(output_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(output_dir / MANIFEST_NAME, manifest)
     progress.set_postfix_str("validate")
     queries = validation_queries or builtin_validation_queries()
     # (tolerance, share of greedy outputs that must equal PyTorch's) per precision
@@ -451,7 +452,7 @@ def export_onnx(
         for path in sorted(output_dir.iterdir())
         if path.is_file() and path.name != MANIFEST_NAME
     }
-    _write_json(output_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(output_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -853,9 +854,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    temporary.replace(path)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_synth.files import write_bytes_atomic
 from spellfix.export.ort_runner import MANIFEST_NAME, OrtSeq2Seq, load_manifest
 
 ENGINE_DIR = "tensorrt"
@@ -143,10 +144,7 @@ def build_engines(export_dir: Path, cfg) -> dict:
         plan = engine_dir / f"{graph}.plan"
         engines[graph] = build_engine(trt, onnx_path, plan, shapes, cfg, timing_cache)
     if cache_path:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_path.with_suffix(".tmp")
-        temporary.write_bytes(bytes(timing_cache.serialize()))
-        temporary.replace(cache_path)
+        write_bytes_atomic(cache_path, bytes(timing_cache.serialize()))
 
     metadata = {
         "tensorrt_version": trt.__version__,

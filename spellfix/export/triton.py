@@ -26,12 +26,12 @@ instead of at server start.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_synth.files import staged_directory
 from spellfix.decoding import CATALOG_FILE, DECODING_FILE, LEXICON_FILE
 from spellfix.export.ort_runner import MANIFEST_NAME, load_manifest
 
@@ -353,19 +353,13 @@ def write_repository(
     manifest = load_manifest(export_dir)
     if repository.exists():
         raise FileExistsError(f"{repository} exists; remove it or choose another directory")
-    repository.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}.partial-", dir=repository.parent))
-    try:
+    with staged_directory(repository, if_exists="fail") as staging:
         _write_public_model(staging, export_dir, manifest, settings)
         if settings.layout == "bls":
             for graph in (ENCODER_MODEL, DECODER_MODEL):
                 _write_graph_model(staging, export_dir, manifest, graph, settings)
         models = check_repository(staging)
         analyzer = model_analyzer_config(repository, settings)  # before the rename: no I/O left
-        staging.rename(repository)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     analyzer_path = repository.parent / ANALYZER_CONFIG
     analyzer_path.write_text(analyzer)
     batching = (

@@ -26,7 +26,7 @@ import random
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import metadata, resources
@@ -338,7 +338,9 @@ def _is_wide(encoding: str) -> bool:
     return name.startswith(("utf-16", "utf-32"))
 
 
-def _refuse_binary(path: Path, encoding: str) -> None:
+def _refuse_binary(
+    path: Path, encoding: str, wanted: str = "a UTF-8 text, CSV/TSV or JSONL file"
+) -> None:
     with path.open("rb") as handle:
         probe = handle.read(_BINARY_PROBE_BYTES)
     if _is_wide(encoding) or b"\x00" not in probe:
@@ -348,10 +350,7 @@ def _refuse_binary(path: Path, encoding: str) -> None:
         wide = "utf-16"  # every other byte NUL: ASCII text in UTF-16 without a BOM
     if wide:
         raise CorpusError(f"{path}: looks like {wide.upper()} text; set corpus.encoding={wide}")
-    raise CorpusError(
-        f"{path}: looks like a binary file (NUL bytes), not text; pass a UTF-8 text, "
-        "CSV/TSV or JSONL file"
-    )
+    raise CorpusError(f"{path}: looks like a binary file (NUL bytes), not text; pass {wanted}")
 
 
 def _decoded_lines(path: Path, encoding: str, report: CorpusReport) -> Iterator[str]:
@@ -391,26 +390,38 @@ def _read_text(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str]:
     yield from _decoded_lines(Path(cfg["path"]), cfg["encoding"], report)
 
 
-def _read_delimited(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str | None]:
-    # TSV follows the usual tab-separated convention of no quoting, so the stray quotes
-    # in real titles (`Missing You (From Set It Off")"`) stay part of the title.
-    path = Path(cfg["path"])
+def read_columns(
+    path: Path,
+    columns: Sequence[str],
+    report: CorpusReport,
+    encoding: str = "utf-8",
+    fix: str = "set corpus.columns",
+) -> Iterator[list[str | None] | None]:
+    """The values of ``columns`` in each row of a CSV/TSV file with a header row.
+
+    Corpora and files of (typo, correct) pairs are read alike: undecodable lines are
+    counted in ``report`` and skipped, a row the CSV parser rejects is ``None``, a row
+    too short for a column holds ``None`` there, and the caller counts what it drops.
+    ``report.source`` says the dialect: ``tsv`` follows the usual tab-separated
+    convention of no quoting, so the stray quotes in real titles
+    (`Missing You (From Set It Off")"`) stay part of the title. An empty ``columns``
+    reads the first column. ``fix`` ends the error for a column the header lacks.
+    """
     is_tsv = report.source == "tsv"
     reader = csv.reader(
-        _decoded_lines(path, cfg["encoding"], report),
+        _decoded_lines(path, encoding, report),
         delimiter="\t" if is_tsv else ",",
         quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL,
     )
     header = next(reader, None)
     if header is None:
-        return
+        raise CorpusError(f"{path}: empty; a CSV/TSV file needs a header row naming its columns")
     header = [name.strip() for name in header]
-    wanted = cfg["columns"] or header[:1]
+    wanted = list(columns) or header[:1]
     missing = [name for name in wanted if name not in header]
     if missing:
         raise CorpusError(
-            f"{path}: no column {missing[0]!r}; the header has {', '.join(header)}; "
-            "set corpus.columns"
+            f"{path}: no column {missing[0]!r}; the header has {', '.join(header)}; {fix}"
         )
     indices = [header.index(name) for name in wanted]
     while True:
@@ -423,8 +434,48 @@ def _read_delimited(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[st
             continue
         if not row:
             continue  # a blank line is no row at all in CSV
-        values = [row[i] if i < len(row) else None for i in indices]
-        yield from _row_queries(values, cfg["join_columns"])
+        yield [row[i] if i < len(row) else None for i in indices]
+
+
+def read_pairs(
+    path: str | Path, columns: tuple[str, str], fix: str
+) -> tuple[list[str], list[str], CorpusReport]:
+    """(typed, correct) columns of a CSV/TSV file of pairs, read as a corpus file is.
+
+    Real pairs (a team's query logs, the misspelling lists evaluations run on) get the
+    corpus file's checks: a binary file or a missing column is an error naming the file
+    (``fix`` says which setting names the columns), a line that does not decode or a
+    row without both columns is counted in the report and skipped. ``.csv`` is
+    comma-separated, anything else tab-separated.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a directory; name a TSV/CSV file of pairs")
+    _refuse_binary(path, "utf-8", wanted="a UTF-8 TSV/CSV file of pairs")
+    source = "csv" if path.suffix.lower() == ".csv" else "tsv"
+    report = CorpusReport(source=source, location=str(path))
+    typed: list[str] = []
+    correct: list[str] = []
+    for values in read_columns(path, columns, report, fix=fix):
+        report.read += 1
+        if values is None or None in values:
+            report.malformed += 1
+            continue
+        typed.append(values[0])  # type: ignore[arg-type]
+        correct.append(values[1])  # type: ignore[arg-type]
+    report.kept = len(typed)
+    if report.undecodable and report.undecodable >= report.kept:
+        raise CorpusError(f"{report.summary()}: most lines are not valid UTF-8; re-save as UTF-8")
+    return typed, correct, report
+
+
+def _read_delimited(cfg: Mapping[str, Any], report: CorpusReport) -> Iterator[str | None]:
+    rows = read_columns(Path(cfg["path"]), cfg["columns"] or [], report, cfg["encoding"])
+    for values in rows:
+        if values is None:
+            yield None
+        else:
+            yield from _row_queries(values, cfg["join_columns"])
 
 
 def _row_queries(values: list[str | None], join_columns: bool) -> Iterator[str | None]:

@@ -202,13 +202,10 @@ def split_real_pairs(
     path = Path(data_cfg.pairs)
     if path.is_dir():
         raise UserConfigError(f"data.pairs={path}: is a directory; name a TSV/CSV file of pairs")
-    if path.is_file():
-        with path.open("rb") as handle:
-            if b"\x00" in handle.read(8192):
-                raise UserConfigError(f"data.pairs={path}: a binary file, not a TSV/CSV of pairs")
     loaded = load_pairs(
         path,
         pairs_columns=(columns.get("source", "misspelled"), columns.get("target", "correct")),
+        columns_key="data.pairs_columns",
     )
     if raw is None:  # checking the file only
         return {}

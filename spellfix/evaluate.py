@@ -10,7 +10,6 @@ without the dictionary speller beside it cannot tell a user whether to ship the 
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from data_synth.corpus import CorpusError, read_pairs
 from data_synth.files import write_json_atomic, write_text_atomic
 from data_synth.paths import CONF_DIR
 from spellfix.baselines import load_system
@@ -41,6 +41,7 @@ class Pairs:
     sources: list[str]
     references: list[str]
     origin: str
+    dropped: str = ""  # rows of a file the reader skipped, and why ("" when none)
 
 
 def load_pairs(
@@ -49,12 +50,14 @@ def load_pairs(
     dataset_columns: tuple[str, str] = ("noisy", "clean"),
     split: str = "test",
     limit: int | None = None,
+    columns_key: str = "pairs_columns",
 ) -> Pairs:
     """Read pairs from a TSV/CSV file with a header row or a ``data_synth`` dataset dir.
 
-    Columns are ``(source, target)`` header names. A directory is read with
-    ``datasets.load_from_disk`` and its ``split`` is used; a file ending in ``.csv`` is
-    comma-separated, anything else tab-separated.
+    Columns are ``(source, target)`` header names; ``columns_key`` is the setting that
+    names them, for the error when a file lacks one. A directory is read with
+    ``datasets.load_from_disk`` and its ``split`` is used. A file is read by the corpus
+    reader, so lines it cannot use are counted (``Pairs.dropped``) rather than fatal.
     """
     path = Path(path)
     if not path.exists():
@@ -63,53 +66,23 @@ def load_pairs(
         )
     if limit is not None and limit < 1:
         raise EvalInputError(f"limit must be a positive number of pairs or null, got {limit}")
+    dropped = ""
     if path.is_dir():
         sources, references, origin = _read_dataset_split(path, dataset_columns, split)
     else:
+        fix = f"set {columns_key}.source and {columns_key}.target to columns it has"
         try:
-            sources, references = _read_pairs_file(path, pairs_columns)
-        except UnicodeDecodeError as error:
-            raise EvalInputError(
-                f"pairs file {path} is not UTF-8 (byte {error.start}); re-save it as UTF-8"
-            ) from error
+            sources, references, report = read_pairs(path, pairs_columns, fix)
+        except CorpusError as error:
+            raise EvalInputError(str(error)) from None
         origin = str(path)
+        if report.kept < report.read:
+            dropped = report.summary()
     if limit is not None:
         sources, references = sources[:limit], references[:limit]
     if not sources:
-        raise EvalInputError(f"{origin} holds no pairs to evaluate")
-    return Pairs(sources, references, origin)
-
-
-def _read_pairs_file(path: Path, columns: tuple[str, str]) -> tuple[list[str], list[str]]:
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    with path.open(encoding="utf-8", newline="") as handle:
-        # QUOTE_NONE for tabs: real titles carry stray quotes that must stay text.
-        quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None)
-        if header is None:
-            raise EvalInputError(f"pairs file {path} is empty; it needs a header row")
-        indices = []
-        for key, column in zip(("source", "target"), columns, strict=True):
-            if column not in header:
-                raise EvalInputError(
-                    f"pairs file {path} has no column {column!r} (header: {', '.join(header)}); "
-                    f"set pairs_columns.{key}=<one of those>"
-                )
-            indices.append(header.index(column))
-        source_index, target_index = indices
-        sources, references = [], []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise EvalInputError(
-                    f"{path}:{reader.line_num}: expected {len(header)} fields like the header, "
-                    f"got {len(row)}; fix or remove that line"
-                )
-            sources.append(row[source_index])
-            references.append(row[target_index])
-    return sources, references
+        raise EvalInputError(f"{dropped or origin}: no pairs to evaluate")
+    return Pairs(sources, references, origin, dropped)
 
 
 def _read_dataset_split(
@@ -160,6 +133,7 @@ def describe_pairs(pairs: Pairs) -> dict[str, Any]:
         "n": len(pairs.sources),
         "n_clean": len(clean),
         "n_case_only": case_only,
+        "dropped": pairs.dropped,
     }
 
 
@@ -212,6 +186,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines = [
         f"Pairs: `{pairs['path']}`: {pairs['n']} queries, {pairs['n_clean']} already correct "
         f"ignoring case ({pairs['n_case_only']} of them differ only in case).",
+        *([f"Lines skipped: {pairs['dropped']}."] if pairs["dropped"] else []),
         "",
         "| system | accuracy | cased acc. | CER | WER | corr. precision | corr. recall "
         "| over-correction | queries/s |",

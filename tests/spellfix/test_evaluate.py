@@ -43,7 +43,13 @@ def test_identity_and_symspell_side_by_side(pairs_file: Path, tmp_path: Path):
     )
 
     # 5 pairs; "presbyterian" (case only) and "let it be" are already correct ignoring case.
-    assert results["pairs"] == {"path": str(pairs_file), "n": 5, "n_clean": 2, "n_case_only": 1}
+    assert results["pairs"] == {
+        "path": str(pairs_file),
+        "n": 5,
+        "n_clean": 2,
+        "n_case_only": 1,
+        "dropped": "",
+    }
     identity, symspell = results["systems"]
     assert identity["system"] == "identity"
     assert identity["exact_match"] == pytest.approx(2 / 5)
@@ -147,18 +153,44 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
-def test_ragged_line_is_named_by_number(tmp_path: Path):
-    pairs = tmp_path / "ragged.tsv"
-    pairs.write_text("misspelled\tcorrect\nspeling\tspelling\nonly-one-field\n")
-    with pytest.raises(EvalInputError, match=r"ragged.tsv:3: expected 2 fields"):
-        evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+def test_lines_it_cannot_use_are_counted_and_reported_not_scored(tmp_path: Path):
+    # The corpus reader's rule: a short row or a line that is not UTF-8 is skipped and
+    # counted, and the report says so, since it changes what the scores are out of.
+    pairs = tmp_path / "logs.tsv"
+    pairs.write_bytes(
+        b"misspelled\tcorrect\nspeling\tspelling\nonly-one-field\n"
+        + "beyonc\tbeyoncé\n".encode("latin-1")
+        + b"teh\tthe\n"
+    )
+    results = evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+    assert results["pairs"]["n"] == 2
+    assert results["pairs"]["dropped"] == (
+        f"{pairs}: read 4, kept 2 (dropped: 1 undecodable, 1 malformed)"
+    )
+    assert f"Lines skipped: {pairs}: read 4" in Path(results["markdown_path"]).read_text()
 
 
-def test_non_utf8_file_is_named(tmp_path: Path):
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path):
     pairs = tmp_path / "latin1.tsv"
     pairs.write_bytes("misspelled\tcorrect\nbeyonc\tbeyoncé\n".encode("latin-1"))
-    with pytest.raises(EvalInputError, match=r"latin1.tsv is not UTF-8"):
+    with pytest.raises(EvalInputError, match=r"latin1.tsv: read 1, kept 0 .*not valid UTF-8"):
         evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty; a CSV/TSV file needs a header row"),
+        (b"\x00\x01binary\x00", "looks like a binary file"),
+        (b"misspelled\tcorrect\n", "no pairs to evaluate"),
+    ],
+)
+def test_an_empty_or_binary_file_is_named_in_one_line(tmp_path: Path, content, message):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_bytes(content)
+    with pytest.raises(EvalInputError, match=message) as raised:
+        evaluate(compose_eval(f"pairs={pairs}", "system=identity", f"output_dir={tmp_path}"))
+    assert str(pairs) in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_cli_bad_column_prints_one_line_and_fails(pairs_file: Path, tmp_path: Path):

@@ -108,7 +108,9 @@ def warmup_schedule(
     the clock when that is further along than the steps: a run that the time limit stops
     at 4,700 of 6,000 planned steps (a slower machine) still ends with its learning rate
     decayed to zero instead of a tenth of the peak, and keeps the model that budget can
-    train best (Li et al., "Budgeted training", ICLR 2020).
+    train best (Li et al., "Budgeted training", ICLR 2020). That clock is why this is not
+    ``transformers.get_scheduler``: its schedules (the same linear and cosine shapes)
+    follow the step count only.
     """
     if kind not in ("linear", "cosine", "constant"):
         raise ValueError(f"model.optim.schedule={kind!r}; choose linear, cosine or constant")

@@ -38,8 +38,9 @@ from omegaconf import OmegaConf
 from data_synth.paths import CONF_DIR
 from experiments.common import write_results
 from spellfix.correct import Corrector
-from spellfix.export.onnx import builtin_validation_queries, export_onnx
+from spellfix.export.onnx import export_onnx
 from spellfix.export.ort_runner import OrtSeq2Seq
+from spellfix.export.validation import builtin_validation_queries
 from spellfix.tokenizer import train_tokenizer
 
 SHAPES = ("bart_tiny", "bart_base")

@@ -43,8 +43,9 @@ from data_synth.corpus import read_corpus
 from data_synth.paths import CONF_DIR
 from experiments.common import write_results
 from spellfix.correct import Corrector
-from spellfix.export.onnx import builtin_validation_queries, export_onnx
+from spellfix.export.onnx import export_onnx
 from spellfix.export.triton import RepositorySettings, write_repository
+from spellfix.export.validation import builtin_validation_queries
 from spellfix.serve import TritonServer, on_free_ports
 from spellfix.tokenizer import train_tokenizer
 

@@ -50,7 +50,7 @@ class TorchRunner:
         batch_size: int = 64,
         settings: DecodingSettings | None = None,
     ) -> None:
-        from spellfix.export.onnx import generation_settings
+        from spellfix.generation import generation_settings
 
         self.model = model.to(device)
         self.tokenizer = tokenizer
@@ -69,8 +69,8 @@ class TorchRunner:
         batch_size: int = 64,
         settings: DecodingSettings | None = None,
     ) -> TorchRunner:
-        """A model directory or Lightning checkpoint (``spellfix.export.onnx.load_seq2seq``)."""
-        from spellfix.export.onnx import load_seq2seq
+        """A model directory or Lightning checkpoint (``spellfix.loading.load_seq2seq``)."""
+        from spellfix.loading import load_seq2seq
 
         loaded = load_seq2seq(path)
         return cls(loaded.model, loaded.tokenizer, device, batch_size, settings)
@@ -85,7 +85,7 @@ class TorchRunner:
         Queries with the same generation budget share a batch, so a query's output never
         depends on what else is in its batch.
         """
-        from spellfix.export.onnx import torch_generate
+        from spellfix.generation import torch_generate
         from spellfix.tokenizer import decode_clean
 
         results = list(texts)

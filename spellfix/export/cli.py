@@ -23,13 +23,9 @@ from omegaconf import DictConfig
 from data_synth.files import staged_directory
 from data_synth.paths import CONF_DIR
 from spellfix.config import checked_main, rename_model_argument
-from spellfix.export.onnx import (
-    MANIFEST_FORMAT,
-    ExportValidationError,
-    builtin_validation_queries,
-    export_onnx,
-)
+from spellfix.export.onnx import MANIFEST_FORMAT, export_onnx
 from spellfix.export.ort_runner import MANIFEST_NAME
+from spellfix.export.validation import ExportValidationError, builtin_validation_queries
 
 
 class ExportConfigError(ValueError):

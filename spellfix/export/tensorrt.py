@@ -171,7 +171,7 @@ def build_engines(export_dir: Path, cfg) -> dict:
 
 def compare_with_onnxruntime(export_dir: Path, tolerance: float, queries: list[str] | None = None):
     """Run engines and ORT on the same queries; raise if the first-step logits differ."""
-    from spellfix.export.onnx import ExportValidationError, builtin_validation_queries
+    from spellfix.export.validation import ExportValidationError, builtin_validation_queries
 
     queries = queries or builtin_validation_queries(64)
     reference = OrtSeq2Seq(export_dir)

@@ -18,9 +18,12 @@ layouts exist because they trade differently:
 The Python model files (``triton_models/``) import only numpy, tokenizers and onnxruntime,
 plus ``ort_runner.py`` and ``decoding.py`` copied next to them: they run in the server's
 Python, which has neither torch nor spellfix, and decode exactly as every other back end.
-Every ``config.pbtxt`` is parsed into Triton's ``ModelConfig`` protobuf before the
-repository is moved into place, so a broken config fails here with its parse error
-instead of at server start.
+Every ``config.pbtxt`` is built as Triton's own ``ModelConfig`` protobuf, field by field,
+and written in protobuf's text format, so it cannot be malformed or name a field Triton
+lacks; tritonclient provides that protobuf and comes with the ``serve`` extra. Each
+config is parsed back before the repository is moved into place, and ``spellfix-serve``
+parses a repository the same way, so a broken or hand-edited config fails with its parse
+error instead of at server start.
 """
 
 from __future__ import annotations
@@ -29,11 +32,20 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from data_synth.files import staged_directory
+from data_synth.files import staged_directory, write_text_atomic
 from spellfix.decoding import CATALOG_FILE, DECODING_FILE, LEXICON_FILE
 from spellfix.export.ort_runner import MANIFEST_NAME, load_manifest
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import (
+        ModelConfig,
+        ModelInput,
+        ModelInstanceGroup,
+        ModelOutput,
+    )
 
 PUBLIC_MODEL = "spellfix"
 ENCODER_MODEL = "encoder"
@@ -53,6 +65,9 @@ DECODING_FILES = (DECODING_FILE, LEXICON_FILE, CATALOG_FILE)
 LAYOUTS = ("inprocess", "bls")
 GRAPH_BACKENDS = ("python", "onnxruntime", "tensorrt")
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
+SERVE_EXTRA_MISSING = (
+    "writing or checking a Triton model config needs tritonclient: pip install 'spellfix[serve]'"
+)
 _TRITON_TYPES = {
     "int64": "TYPE_INT64",
     "int32": "TYPE_INT32",
@@ -63,7 +78,8 @@ _TRITON_TYPES = {
 
 
 class TritonConfigError(ValueError):
-    """A config.pbtxt Triton would refuse, or a setting that cannot produce one."""
+    """A config.pbtxt Triton would refuse, or a setting (or a missing extra) that cannot
+    produce one."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,11 @@ class RepositorySettings:
         )
 
     def check(self) -> None:
-        """Reject settings Triton would refuse later, naming the ``triton.*`` key and the fix."""
+        """Reject settings Triton would refuse later, naming the ``triton.*`` key and the fix.
+
+        A missing ``serve`` extra is reported here too, so that ``spellfix-export`` fails
+        before the slow ONNX export rather than after it.
+        """
         if self.layout not in LAYOUTS:
             raise TritonConfigError(f"triton.layout={self.layout!r}: choose one of {LAYOUTS}")
         if self.backend not in GRAPH_BACKENDS:
@@ -124,15 +144,29 @@ class RepositorySettings:
             raise TritonConfigError(
                 f"triton.instance_group.kind={self.instance_kind!r}: choose one of {INSTANCE_KINDS}"
             )
+        _protobuf()
 
 
-# --------------------------------------------------------------------------- config check
-def parse_model_config(text: str, source: str | Path) -> Any:
+# --------------------------------------------------------------------------- ModelConfig
+def _protobuf() -> tuple[ModuleType, ModuleType]:
+    """tritonclient's ``model_config_pb2`` (as ``pb`` below) and protobuf's ``text_format``,
+    or ``TritonConfigError`` naming the fix in one line.
+
+    Imported here, not at the top: tritonclient comes with the optional ``serve`` extra,
+    and everything else in spellfix (the ONNX and TensorRT exports included) runs without it.
+    """
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise TritonConfigError(SERVE_EXTRA_MISSING) from None
+    return model_config_pb2, text_format
+
+
+def parse_model_config(text: str, source: str | Path) -> ModelConfig:
     """Parse config.pbtxt text into ``ModelConfig``; a parse error names ``source`` and where."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    config = model_config_pb2.ModelConfig()
+    pb, text_format = _protobuf()
+    config = pb.ModelConfig()
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as error:
@@ -140,7 +174,7 @@ def parse_model_config(text: str, source: str | Path) -> Any:
     return config
 
 
-def check_repository(repository: str | Path) -> dict[str, Any]:
+def check_repository(repository: str | Path) -> dict[str, ModelConfig]:
     """Parse every ``<model>/config.pbtxt`` of a repository; returns model name -> ModelConfig.
 
     Besides the syntax, a config whose ``name`` differs from its directory is rejected:
@@ -161,85 +195,98 @@ def check_repository(repository: str | Path) -> dict[str, Any]:
     return configs
 
 
-# --------------------------------------------------------------------------- config text
-def _dims(shape: list[int | str]) -> str:
-    return ", ".join(str(d) if isinstance(d, int) else "-1" for d in shape)
-
-
-def _tensor_block(kind: str, tensors: list[dict]) -> str:
-    rows = [
-        f'  {{ name: "{t["name"]}" data_type: {_TRITON_TYPES[t["dtype"]]} '
-        f"dims: [ {_dims(t['shape'])} ] }}"
-        for t in tensors
+def _tensors(
+    message: type[ModelInput | ModelOutput], tensors: list[dict]
+) -> list[ModelInput | ModelOutput]:
+    """``ModelInput``s or ``ModelOutput``s of ``{name, dtype, shape}`` rows, as the manifest
+    describes a graph; a symbolic (named) dimension is Triton's -1."""
+    pb, _ = _protobuf()
+    return [
+        message(
+            name=tensor["name"],
+            data_type=pb.DataType.Value(_TRITON_TYPES[tensor["dtype"]]),
+            dims=[d if isinstance(d, int) else -1 for d in tensor["shape"]],
+        )
+        for tensor in tensors
     ]
-    return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 
-def _parameters_block(parameters: Mapping[str, Any]) -> str:
-    return "".join(
-        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
-        for key, value in parameters.items()
-    )
+def _instance_group(settings: RepositorySettings) -> ModelInstanceGroup:
+    """The ``instance_group`` entry every model of the repository shares."""
+    pb, _ = _protobuf()
+    kind = pb.ModelInstanceGroup.Kind.Value(settings.instance_kind)
+    return pb.ModelInstanceGroup(count=settings.instance_count, kind=kind)
 
 
-def _instance_block(settings: RepositorySettings) -> str:
-    return (
-        f"instance_group [ {{ count: {settings.instance_count} "
-        f"kind: {settings.instance_kind} }} ]\n"
-    )
+def _set_python_parameters(
+    config: ModelConfig, parameters: dict[str, Any], settings: RepositorySettings
+) -> None:
+    """What a Python-backend model file reads from its config: ``parameters`` and the ONNX
+    Runtime thread count, each a string as Triton passes them."""
+    if settings.intra_op_threads is not None:
+        parameters = {**parameters, "intra_op_threads": settings.intra_op_threads}
+    for key, value in parameters.items():
+        config.parameters[key].string_value = str(value)
 
 
-def public_model_config(settings: RepositorySettings) -> str:
-    """config.pbtxt of ``spellfix``: strings in, strings out, batched by Triton."""
-    text = (
-        f'name: "{PUBLIC_MODEL}"\n'
-        'backend: "python"\n'
-        f"max_batch_size: {settings.max_batch_size}\n"
-        'input [ { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
-        "output [\n"
-        '  { name: "CORRECTED" data_type: TYPE_STRING dims: [ 1 ] },\n'
-        '  { name: "CONFIDENCE" data_type: TYPE_FP32 dims: [ 1 ] },\n'
-        '  { name: "SUGGESTION" data_type: TYPE_STRING dims: [ 1 ] }\n'
-        "]\n"
+def public_model_config(settings: RepositorySettings) -> ModelConfig:
+    """``ModelConfig`` of ``spellfix``: strings in, strings out, batched by Triton."""
+    pb, _ = _protobuf()
+    config = pb.ModelConfig(
+        name=PUBLIC_MODEL,
+        backend="python",
+        max_batch_size=settings.max_batch_size,
+        input=[pb.ModelInput(name="TEXT", data_type=pb.TYPE_STRING, dims=[1])],
+        output=[
+            pb.ModelOutput(name="CORRECTED", data_type=pb.TYPE_STRING, dims=[1]),
+            pb.ModelOutput(name="CONFIDENCE", data_type=pb.TYPE_FP32, dims=[1]),
+            pb.ModelOutput(name="SUGGESTION", data_type=pb.TYPE_STRING, dims=[1]),
+        ],
+        instance_group=[_instance_group(settings)],
     )
     if settings.dynamic_batching:
-        preferred = ""
-        if settings.preferred_batch_size:
-            sizes = ", ".join(str(s) for s in settings.preferred_batch_size)
-            preferred = f" preferred_batch_size: [ {sizes} ]"
-        text += (
-            "dynamic_batching { max_queue_delay_microseconds: "
-            f"{settings.max_queue_delay_microseconds}{preferred} }}\n"
+        config.dynamic_batching.CopyFrom(
+            pb.ModelDynamicBatching(
+                max_queue_delay_microseconds=settings.max_queue_delay_microseconds,
+                preferred_batch_size=settings.preferred_batch_size,
+            )
         )
-    text += _instance_block(settings)
-    parameters = {"layout": settings.layout, "export_dir": EXPORT_SUBDIR}
-    if settings.intra_op_threads is not None:
-        parameters["intra_op_threads"] = settings.intra_op_threads
-    return text + _parameters_block(parameters)
+    _set_python_parameters(
+        config, {"layout": settings.layout, "export_dir": EXPORT_SUBDIR}, settings
+    )
+    return config
 
 
-def graph_model_config(name: str, graph: dict, settings: RepositorySettings) -> str:
-    """config.pbtxt of ``encoder`` or ``decoder`` for the bls layout.
+def graph_model_config(name: str, graph: dict, settings: RepositorySettings) -> ModelConfig:
+    """``ModelConfig`` of ``encoder`` or ``decoder`` for the bls layout.
 
     ``max_batch_size: 0`` because the BLS model already sends whole batches, and its
     decoder calls differ in cache length, so Triton could not batch them together anyway.
     """
-    text = f'name: "{name}"\n'
+    pb, _ = _protobuf()
+    config = pb.ModelConfig(
+        name=name,
+        max_batch_size=0,
+        input=_tensors(pb.ModelInput, graph["inputs"]),
+        output=_tensors(pb.ModelOutput, graph["outputs"]),
+        instance_group=[_instance_group(settings)],
+    )
     if settings.backend == "python":
-        text += 'backend: "python"\n'
+        config.backend = "python"
+        _set_python_parameters(config, {"onnx_file": graph["file"]}, settings)
     elif settings.backend == "onnxruntime":
-        text += f'platform: "onnxruntime_onnx"\ndefault_model_filename: "{graph["file"]}"\n'
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = graph["file"]
     else:
-        text += f'platform: "tensorrt_plan"\ndefault_model_filename: "{name}.plan"\n'
-    text += "max_batch_size: 0\n"
-    text += _tensor_block("input", graph["inputs"]) + _tensor_block("output", graph["outputs"])
-    text += _instance_block(settings)
-    if settings.backend == "python":
-        parameters = {"onnx_file": graph["file"]}
-        if settings.intra_op_threads is not None:
-            parameters["intra_op_threads"] = settings.intra_op_threads
-        text += _parameters_block(parameters)
-    return text
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = f"{name}.plan"
+    return config
+
+
+def _write_model_config(model_dir: Path, config: ModelConfig) -> None:
+    """``<model_dir>/config.pbtxt``: the ``ModelConfig`` in protobuf's text format."""
+    _, text_format = _protobuf()
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- repository
@@ -270,7 +317,7 @@ def _write_public_model(
         files += _graph_files(export_dir, manifest, "encoder")
         files += _graph_files(export_dir, manifest, "decoder")
     _copy(files, version / EXPORT_SUBDIR)
-    (repository / PUBLIC_MODEL / "config.pbtxt").write_text(public_model_config(settings))
+    _write_model_config(repository / PUBLIC_MODEL, public_model_config(settings))
 
 
 def _write_graph_model(
@@ -289,7 +336,7 @@ def _write_graph_model(
     if settings.backend == "python":
         shutil.copy2(MODEL_FILES_DIR / "onnx_graph" / "model.py", version / "model.py")
     config = graph_model_config(graph, manifest["graphs"][graph], settings)
-    (repository / graph / "config.pbtxt").write_text(config)
+    _write_model_config(repository / graph, config)
 
 
 def model_analyzer_config(repository: Path, settings: RepositorySettings) -> str:
@@ -360,8 +407,7 @@ def write_repository(
                 _write_graph_model(staging, export_dir, manifest, graph, settings)
         models = check_repository(staging)
         analyzer = model_analyzer_config(repository, settings)  # before the rename: no I/O left
-    analyzer_path = repository.parent / ANALYZER_CONFIG
-    analyzer_path.write_text(analyzer)
+    write_text_atomic(repository.parent / ANALYZER_CONFIG, analyzer)
     batching = (
         f"dynamic batching (max queue delay {settings.max_queue_delay_microseconds} us)"
         if settings.dynamic_batching

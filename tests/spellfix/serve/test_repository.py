@@ -149,7 +149,7 @@ def _copy(repository: Path, tmp_path: Path) -> Path:
 def test_config_check_rejects_a_broken_config_with_its_parse_error(triton_export, tmp_path):
     broken = _copy(triton_export["inprocess"], tmp_path)
     config = broken / "spellfix" / "config.pbtxt"
-    config.write_text(config.read_text().replace("dims: [ 1 ] }", "dims: [ 1 ]", 1))
+    config.write_text(config.read_text().replace("dims: 1\n}", "dims: [ 1\n}", 1))
     with pytest.raises(TritonConfigError) as raised:
         check_repository(broken)
     message = str(raised.value)

@@ -37,7 +37,8 @@ from data_synth.corpus import (
     read_corpus,
 )
 from data_synth.files import staged_directory
-from data_synth.noise import DEFAULT_CONFUSIONS, NoiseModel
+from data_synth.noise.model import NoiseModel
+from data_synth.noise.profile import DEFAULT_CONFUSIONS
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -60,7 +61,7 @@ _CONTENT_FREE_KEYS = frozenset({"num_proc", "parallel_min_queries", "overwrite",
 # Queries per work unit; each chunk has its own noise seed, so output is independent of
 # the number of processes. Changing it changes every dataset, hence a constant.
 CHUNK_SIZE = 2000
-_CODE_FILES = ("noise.py", "keyboards.py", "build.py")
+_CODE_FILES = ("noise/*.py", "keyboards.py", "build.py")  # patterns under data_synth/
 # Build keys holding a whole number: (smallest value, whether null is allowed).
 _WHOLE_NUMBER_KEYS = {
     "variants_per_query": (1, False),
@@ -111,7 +112,11 @@ def dataset_fingerprint(
         "noise": noise,
         "confusions": hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else "",
         "build": {key: value for key, value in build.items() if key not in _CONTENT_FREE_KEYS},
-        "code": [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _CODE_FILES],
+        "code": [
+            hashlib.sha256(path.read_bytes()).hexdigest()
+            for pattern in _CODE_FILES
+            for path in sorted(here.glob(pattern))
+        ],
     }
     encoded = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from data_synth.build import build_dataset, load_dataset_dir, read_manifest
 from data_synth.corpus import CorpusError
-from data_synth.noise import NoiseConfigError
+from data_synth.noise.profile import NoiseConfigError
 from data_synth.paths import CONF_DIR
 
 _BAR_WIDTH = 30

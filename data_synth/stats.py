@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rapidfuzz.distance import OSA
+
 from data_synth.keyboards import Keyboard, get_keyboard
 
 EDIT_CLASSES: tuple[str, ...] = (
@@ -44,6 +46,11 @@ def _base_letter(char: str) -> str:
 
 
 def _alignment_table(source: str, target: str) -> list[list[int]]:
+    """The whole optimal-string-alignment table of ``source`` against ``target``.
+
+    ``osa_distance`` needs only its last cell and asks rapidfuzz; ``edit_classes`` walks
+    the table back to name each edit, which no library does, so it is computed here.
+    """
     rows, columns = len(source) + 1, len(target) + 1
     table = [[0] * columns for _ in range(rows)]
     for i in range(rows):
@@ -66,9 +73,10 @@ def _alignment_table(source: str, target: str) -> list[list[int]]:
     return table
 
 
-def edit_distance(first: str, second: str) -> int:
-    """Optimal-string-alignment distance: a swap of two neighbours counts as one edit."""
-    return _alignment_table(first, second)[-1][-1]
+def osa_distance(first: str, second: str) -> int:
+    """Optimal-string-alignment distance: a swap of two neighbours counts as one edit, as
+    typists make it (Levenshtein would count two). Computed by rapidfuzz, in C."""
+    return OSA.distance(first, second)
 
 
 def edit_classes(noisy: str, clean: str, keyboard: Keyboard | None = None) -> list[str]:
@@ -144,6 +152,7 @@ class PairStats:
 
     @property
     def changed_share(self) -> float:
+        """Share of pairs whose noisy side differs from the clean one."""
         return self.changed / self.pairs if self.pairs else 0.0
 
     @property
@@ -166,7 +175,7 @@ class PairStats:
         return {name: self.edits[name] / total for name in EDIT_CLASSES}
 
 
-def describe_pairs(pairs: Iterable[tuple[str, str]], layout: str = "qwerty_us") -> PairStats:
+def pair_stats(pairs: Iterable[tuple[str, str]], layout: str = "qwerty_us") -> PairStats:
     """Measure (noisy, clean) pairs; works alike for real misspellings and generated ones."""
     keyboard = get_keyboard(layout)
     stats = PairStats()

@@ -29,11 +29,13 @@ from collections.abc import Callable
 
 import nlpaug.augmenter.char as nac
 
-from data_synth import noise
 from data_synth.corpus import read_corpus
-from data_synth.noise import NoiseModel
+from data_synth.noise import habits
+from data_synth.noise.batch import Batch
+from data_synth.noise.model import NoiseModel
+from data_synth.noise.typos import Typos
 from data_synth.paths import CONF_DIR
-from data_synth.stats import edit_distance
+from data_synth.stats import osa_distance
 from experiments.common import write_results
 
 Runner = Callable[[list[str]], list[str]]
@@ -43,15 +45,12 @@ TABLE_HEADER = (
 )
 # Stages of one NoiseModel call: (label, the engine functions whose time they are).
 STAGES = (
-    ("read the queries into code points", (noise._Batch.__init__,)),
-    (
-        "query habits",
-        (NoiseModel._strip_diacritics, NoiseModel._drop_punctuation, NoiseModel._case_change),
-    ),
-    ("typos (all rounds)", (NoiseModel._typo_round,)),
-    ("write the noisy strings", (noise._Batch.strings,)),
-    ("spot queries whose typos cancelled out", (noise._Batch.unchanged,)),
-    ("the op names of each query", (noise._Batch.op_tuples,)),
+    ("read the queries into code points", (Batch.__init__,)),
+    ("query habits", (habits.strip_diacritics, habits.drop_punctuation, habits.case_change)),
+    ("typos (all rounds)", (Typos.one_round,)),
+    ("write the noisy strings", (Batch.strings,)),
+    ("spot queries whose typos cancelled out", (Batch.unchanged,)),
+    ("the op names of each query", (Batch.op_tuples,)),
 )
 
 
@@ -96,7 +95,7 @@ def realism(clean: list[str], noisy: list[str]) -> dict[str, float]:
     gained_symbols = sum(
         any(not (ch.isalpha() or ch.isspace()) and ch not in c for ch in n) for n, c in changed
     )
-    distances = [edit_distance(n, c) for n, c in changed]
+    distances = [osa_distance(n, c) for n, c in changed]
     return {
         "changed": len(changed) / len(clean),
         "mean_distance": statistics.fmean(distances) if distances else 0.0,

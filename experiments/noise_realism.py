@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from data_synth.noise import NoiseModel
+from data_synth.noise.model import NoiseModel
 from data_synth.paths import CONF_DIR
-from data_synth.stats import PairStats, comparison_table, describe_pairs
+from data_synth.stats import PairStats, comparison_table, pair_stats
 from experiments.common import write_results
 
 MISSPELLINGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "misspellings"
@@ -90,7 +90,7 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 def generated_stats(config: dict, clean_words: list[str], seed: int) -> PairStats:
     model = NoiseModel.from_config(config, seed=seed)
-    return describe_pairs((c.noisy, c.clean) for c in model.corrupt_batch(clean_words))
+    return pair_stats((c.noisy, c.clean) for c in model.corrupt_batch(clean_words))
 
 
 def main() -> None:
@@ -106,8 +106,8 @@ def main() -> None:
 
     real_sets = {f"real: {path.stem}": read_pairs(path) for path in files}
     all_real = [pair for pairs in real_sets.values() for pair in pairs]
-    columns = {name: describe_pairs(pairs) for name, pairs in real_sets.items()}
-    columns["real: all"] = describe_pairs(all_real)
+    columns = {name: pair_stats(pairs) for name, pairs in real_sets.items()}
+    columns["real: all"] = pair_stats(all_real)
     clean_words = [correct for _, correct in all_real] * args.variants
     tuned = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "noise" / "default.yaml"))
     before = {**tuned, **BEFORE_TUNING}
@@ -122,7 +122,7 @@ def main() -> None:
     body = f"""\
 Real pairs: {", ".join(f"`{p.name}`" for p in files)} ({len(all_real)} pairs, single words).
 Generated: the `default` noise profile applied {args.variants} times to each correct word of
-those pairs (seed {args.seed}). Both sides measured with `data_synth.stats.describe_pairs`:
+those pairs (seed {args.seed}). Both sides measured with `data_synth.stats.pair_stats`:
 optimal-string-alignment edits, classified by what they look like; distances and edit shares
 are over changed pairs only (the profile leaves `clean_share` of queries unchanged on purpose).
 

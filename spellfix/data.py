@@ -35,7 +35,7 @@ from transformers import PreTrainedTokenizerBase
 
 from data_synth.build import build_dataset, dataset_fingerprint, load_dataset_dir
 from data_synth.cli import summary
-from data_synth.noise import NoiseModel
+from data_synth.noise.model import NoiseModel
 from spellfix.config import UserConfigError
 
 LABEL_PAD = -100  # ignored by the loss

@@ -31,7 +31,9 @@ A prediction equal to its reference makes exactly the gold edits, so it scores 1
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+
+from rapidfuzz.distance import Levenshtein
 
 #: The keys ``compute_metrics`` returns, in display order; loggers and reports rely on them.
 METRIC_KEYS = (
@@ -57,43 +59,13 @@ def normalize(text: str, *, cased: bool = False) -> str:
     return collapsed if cased else collapsed.casefold()
 
 
-def edit_distance(source: Sequence, target: Sequence) -> int:
+def levenshtein_distance(source: Sequence[Hashable], target: Sequence[Hashable]) -> int:
     """Levenshtein distance (unit-cost insert, delete, substitute) between two sequences.
 
-    Works on strings (characters) and on lists of words alike. Spelling corrections leave
-    most of a query untouched, so trimming the common prefix and suffix first usually
-    shrinks the quadratic table to a few cells; the rest is the two-row dynamic programme.
+    Works on strings (characters) and on lists of words alike, so CER and WER share one
+    definition. rapidfuzz computes it in C: metrics run over every validation example.
     """
-    start = 0
-    while start < len(source) and start < len(target) and source[start] == target[start]:
-        start += 1
-    source_end, target_end = len(source), len(target)
-    while (
-        source_end > start
-        and target_end > start
-        and source[source_end - 1] == target[target_end - 1]
-    ):
-        source_end -= 1
-        target_end -= 1
-    source, target = source[start:source_end], target[start:target_end]
-    if len(source) < len(target):
-        source, target = target, source  # the row is the shorter sequence
-    if not target:
-        return len(source)
-
-    previous_row = list(range(len(target) + 1))
-    for i, source_item in enumerate(source, start=1):
-        current_row = [i]
-        for j, target_item in enumerate(target, start=1):
-            current_row.append(
-                min(
-                    previous_row[j] + 1,  # delete source_item
-                    current_row[j - 1] + 1,  # insert target_item
-                    previous_row[j - 1] + (source_item != target_item),  # substitute / keep
-                )
-            )
-        previous_row = current_row
-    return previous_row[-1]
+    return Levenshtein.distance(source, target)
 
 
 def word_edits(source: Sequence[str], target: Sequence[str]) -> Counter[WordEdit]:
@@ -180,7 +152,7 @@ def metric_counts(
         counts["exact_cased"] += normalize(prediction_text, cased=True) == normalize(
             reference_text, cased=True
         )
-        counts["char_errors"] += edit_distance(prediction, reference)
+        counts["char_errors"] += levenshtein_distance(prediction, reference)
         counts["reference_chars"] += len(reference)
 
         source_words, prediction_words, reference_words = (
@@ -188,7 +160,7 @@ def metric_counts(
             prediction.split(),
             reference.split(),
         )
-        counts["word_errors"] += edit_distance(prediction_words, reference_words)
+        counts["word_errors"] += levenshtein_distance(prediction_words, reference_words)
         counts["reference_words"] += len(reference_words)
 
         gold = word_edits(source_words, reference_words)

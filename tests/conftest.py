@@ -117,7 +117,7 @@ def tiny_channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from data_synth.corpus import builtin_frequencies
-    from data_synth.noise import NoiseModel
+    from data_synth.noise.model import NoiseModel
     from spellfix.decoding import DecodingSettings, Lexicon, save_settings
     from spellfix.model import build_bart
     from spellfix.tokenizer import train_tokenizer
@@ -154,7 +154,7 @@ def channel_queries(tiny_channel_dir: Path) -> list[str]:
     """200 queries of the channel fixture's lexicon words, most with a synthetic typo."""
     import random
 
-    from data_synth.noise import NoiseModel
+    from data_synth.noise.model import NoiseModel
     from spellfix.decoding import Lexicon
 
     words = sorted(Lexicon.load(tiny_channel_dir / "lexicon.tsv").unigrams)

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_synth.keyboards import get_keyboard
-from data_synth.noise import QUERY_OPS, TYPO_OPS, Corruption, NoiseModel
-from data_synth.noise import _char_tables as char_tables
-from data_synth.noise import _strip_diacritics_text as strip_text
+from data_synth.noise.chars import COMBINING, OWN_STRIP, char_tables
+from data_synth.noise.chars import strip_diacritics_text as strip_text
+from data_synth.noise.model import Corruption, NoiseModel
+from data_synth.noise.operations import QUERY_OPS, TYPO_OPS
 
 PROFILES = ("default", "keyboard", "phonetic", "search_queries")
 MIXED = [
@@ -174,11 +175,10 @@ def test_character_tables_agree_with_python():
 
 def test_strip_table_equals_unicodedata_one_character_and_one_text_at_a_time():
     tables = char_tables()
-    own, combining = 1 << 8, 1 << 5
-    inside = [c for c in range(0x80, 0x2000) if not tables.flags[c] & own]
+    inside = [c for c in range(0x80, 0x2000) if not tables.flags[c] & OWN_STRIP]
     for code in inside:
         expected = strip_text(chr(code))
-        if tables.flags[code] & combining:
+        if tables.flags[code] & COMBINING:
             assert expected == ""
         else:
             assert chr(tables.strip[code]) == expected, hex(code)

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from data_synth.noise import CONFIG_KEYS, QUERY_OPS, TYPO_OPS, NoiseConfigError, NoiseModel
+from data_synth.noise.model import NoiseModel
+from data_synth.noise.operations import QUERY_OPS, TYPO_OPS
+from data_synth.noise.profile import CONFIG_KEYS, NoiseConfigError
 from data_synth.paths import CONF_DIR
 
 PROFILES = ("default", "keyboard", "phonetic", "search_queries")

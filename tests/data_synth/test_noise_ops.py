@@ -3,7 +3,7 @@
 import pytest
 
 from data_synth.keyboards import LAYOUTS, get_keyboard
-from data_synth.noise import NoiseModel
+from data_synth.noise.model import NoiseModel
 
 REPEATS = 200
 

@@ -1,12 +1,13 @@
 """Corrector metrics against cases worked out by hand (the arithmetic is in each test)."""
 
 import math
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spellfix.metrics import METRIC_KEYS, compute_metrics, edit_distance, word_edits
+from spellfix.metrics import METRIC_KEYS, compute_metrics, levenshtein_distance, word_edits
 
 
 @pytest.mark.parametrize(
@@ -22,12 +23,12 @@ from spellfix.metrics import METRIC_KEYS, compute_metrics, edit_distance, word_e
         (["the", "the", "beatles"], ["the", "beatles"], 1),
     ],
 )
-def test_edit_distance_known_pairs(source, target, distance):
-    assert edit_distance(source, target) == distance
+def test_levenshtein_distance_known_pairs(source, target, distance):
+    assert levenshtein_distance(source, target) == distance
 
 
-def _textbook_levenshtein(source: str, target: str) -> int:
-    """The full-table dynamic programme, without the prefix/suffix shortcut under test."""
+def _textbook_levenshtein(source: Sequence[str], target: Sequence[str]) -> int:
+    """The full-table dynamic programme, independent of the library under test."""
     table = [
         [i + j if i * j == 0 else 0 for j in range(len(target) + 1)] for i in range(len(source) + 1)
     ]
@@ -42,8 +43,12 @@ def _textbook_levenshtein(source: str, target: str) -> int:
 
 
 @given(st.text(alphabet="abc ", max_size=12), st.text(alphabet="abc ", max_size=12))
-def test_edit_distance_matches_the_textbook_table(source, target):
-    assert edit_distance(source, target) == _textbook_levenshtein(source, target)
+def test_levenshtein_distance_matches_the_textbook_table(source, target):
+    assert levenshtein_distance(source, target) == _textbook_levenshtein(source, target)
+    source_words, target_words = source.split(), target.split()  # WER: words as items
+    assert levenshtein_distance(source_words, target_words) == _textbook_levenshtein(
+        source_words, target_words
+    )
 
 
 def test_word_edits_name_the_changed_source_positions():

@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader
 from transformers import BartConfig, BartForConditionalGeneration
 
 from experiments.common import write_results
-from spellfix.callbacks import ThroughputMonitor, UtilizationMonitor
+from spellfix.callbacks.gpu_monitor import UtilizationMonitor
+from spellfix.callbacks.throughput import ThroughputMonitor
 
 RUNNERS = ("none", "lightning", "spellfix")
 PAD_ID = 1

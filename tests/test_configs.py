@@ -63,6 +63,19 @@ def test_every_primary_config_composes(name: str) -> None:
         compose(name)
 
 
+def test_every_callback_file_is_in_the_default_set_with_a_target_and_a_switch() -> None:
+    """A file in conf/callbacks/ holds the entry it is named for, listed by default.yaml,
+    whose ``_target_`` exists and which ``enabled`` switches (build_callbacks reads it)."""
+    from hydra.utils import get_object
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        callbacks = compose("train").callbacks
+    assert set(callbacks) == set(group_options("callbacks")) - {"default"}
+    for name, entry in callbacks.items():
+        assert isinstance(entry.enabled, bool), name
+        assert callable(get_object(entry._target_)), name
+
+
 def test_model_presets_build_the_shapes_they_claim() -> None:
     from transformers import BartConfig
 

@@ -1,13 +1,18 @@
-"""Plumbing the monitors share: cross-rank gathering, logger fan-out, output directory."""
+"""Plumbing the monitors share: cross-rank gathering, logger fan-out, output files."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
+
+from data_synth.files import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def gather_to_all(trainer: pl.Trainer, payload: Any) -> list[Any]:
@@ -41,6 +46,21 @@ def output_directory(trainer: pl.Trainer, explicit: Path | str | None) -> Path:
     if explicit is not None:
         return Path(explicit)
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Write a plot as a PNG through a temporary file, then close it.
+
+    A run killed mid-write leaves no half-drawn plot, and pyplot does not keep every
+    figure of a long session alive.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def synchronize_device(trainer: pl.Trainer) -> None:

@@ -43,8 +43,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from data_synth.files import atomic_path, write_json_atomic
-from spellfix.callbacks._common import gather_to_all
+from data_synth.files import write_json_atomic
+from spellfix.callbacks._common import gather_to_all, save_png
 from spellfix.callbacks.throughput import count_tokens
 from spellfix.data import PairDataset, TokenBudgetBatchSampler, padded_length
 
@@ -383,11 +383,7 @@ def _plot(probes: list[Probe], chosen: int | None, key: str, path: Path) -> None
     speed.legend(loc="lower right")
     speed.set_title("Throughput-seeking batch-size search")
     fig.tight_layout()
-    try:
-        with atomic_path(path) as temporary:
-            fig.savefig(temporary, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    save_png(fig, path)
 
 
 def load_search(run_dir: Path) -> dict[str, Any] | None:

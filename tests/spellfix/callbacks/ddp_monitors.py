@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from callback_toys import ToySeq2Seq, cpu_trainer, loader, toy_batches
 
-from spellfix.callbacks import ThroughputMonitor, UtilizationMonitor
+from spellfix.callbacks.gpu_monitor import UtilizationMonitor
+from spellfix.callbacks.throughput import ThroughputMonitor
 
 
 def main(out_dir: Path) -> None:

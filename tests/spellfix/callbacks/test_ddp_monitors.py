@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from callback_toys import toy_batches
 
-from spellfix.callbacks import TokenCounts, count_tokens
+from spellfix.callbacks.throughput import TokenCounts, count_tokens
 
 SCRIPT = Path(__file__).with_name("ddp_monitors.py")
 

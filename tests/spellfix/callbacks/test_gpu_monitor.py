@@ -1,4 +1,4 @@
-"""UtilizationMonitor: real readings during a real fit, survival of a failing sampler, advice."""
+"""UtilizationMonitor: real readings during a real fit, survival of a failing sampler."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from typing import Any
 
 import pytest
 import torch
@@ -20,8 +19,8 @@ from callback_toys import (
 )
 from torch.utils.data import DataLoader, Dataset
 
-from spellfix.callbacks import UtilizationMonitor, diagnose
-from spellfix.callbacks.gpu_monitor import ProcessSampler
+from spellfix.callbacks.gpu_monitor import UtilizationMonitor
+from spellfix.callbacks.samplers import ProcessSampler
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -137,7 +136,7 @@ def test_a_sampler_that_raises_mid_run_does_not_stop_training(tmp_path, caplog) 
     sampler = FailingSampler()
     monitor = UtilizationMonitor(interval_s=0.01, output_dir=tmp_path, sampler=sampler)
     trainer = cpu_trainer(tmp_path, [monitor])
-    with caplog.at_level(logging.WARNING, logger="spellfix.callbacks.gpu_monitor"):
+    with caplog.at_level(logging.WARNING, logger="spellfix.callbacks.samplers"):
         trainer.fit(ToySeq2Seq(), train_dataloaders=loader(batches))
 
     assert trainer.state.finished
@@ -154,158 +153,9 @@ def test_a_sampler_that_raises_mid_run_does_not_stop_training(tmp_path, caplog) 
     assert (tmp_path / "utilization.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def gpu_summary(**overrides: Any) -> dict[str, Any]:
-    """A synthetic NVML summary of a healthy run; each test changes what it is about."""
-    summary: dict[str, Any] = {
-        "backend": "nvml",
-        "sampler_error": None,
-        "metrics": {
-            "sm_util": {"mean": 93.0, "p10": 85.0},
-            "mem_used_gb": {"max": 60.0},
-            "mem_total_gb": {"max": 80.0},
-        },
-        "time": {"data_wait_fraction": 0.02, "compute_fraction": 0.95, "validation_fraction": 0.03},
-        "batch": {"max_padded_tokens": 2048},
-        "precision": "bf16-mixed",
-        "bf16_supported": True,
-        "num_workers": 4,
-        "cpu_count": 8,
-        "devices_per_node": 1,
-    }
-    summary.update(overrides)
-    return summary
-
-
-def test_diagnose_finds_nothing_to_fix_in_a_busy_run() -> None:
-    assert diagnose(gpu_summary()) == ["no bottleneck found: SMs busy 93% (p10 85%)"]
-
-
-def test_diagnose_reports_an_input_bound_run_and_the_worker_count_to_use() -> None:
-    summary = gpu_summary(
-        time={"data_wait_fraction": 0.4, "compute_fraction": 0.55, "validation_fraction": 0.05},
-        metrics={
-            "sm_util": {"mean": 35.0, "p10": 0.0},
-            "mem_used_gb": {"max": 60.0},
-            "mem_total_gb": {"max": 80.0},
-        },
-        num_workers=0,
-    )
-    lines = diagnose(summary)
-    assert lines == [
-        "input-bound: 40% of training time is spent waiting for batches -> data.num_workers=4"
-    ]  # no batch-size advice: a larger batch would only wait longer
-
-
-def test_diagnose_spreads_the_cores_over_the_gpus_of_a_node() -> None:
-    summary = gpu_summary(
-        time={"data_wait_fraction": 0.3, "compute_fraction": 0.7, "validation_fraction": 0.0},
-        num_workers=2,
-        cpu_count=64,
-        devices_per_node=8,
-    )
-    assert "data.num_workers=4" in diagnose(summary)[0]
-
-
-def test_diagnose_with_enough_workers_already_suggests_keeping_them_alive() -> None:
-    summary = gpu_summary(
-        time={"data_wait_fraction": 0.3, "compute_fraction": 0.7, "validation_fraction": 0.0},
-        num_workers=8,
-    )
-    assert "persistent workers" in diagnose(summary)[0]
-
-
-def test_diagnose_names_the_reference_teams_fixes_for_a_small_fp32_batch() -> None:
-    # The reference study: 35% busy, little memory used, fp32 on a bf16-capable GPU.
-    summary = gpu_summary(
-        metrics={
-            "sm_util": {"mean": 35.0, "p10": 12.0},
-            "mem_used_gb": {"max": 8.0},
-            "mem_total_gb": {"max": 80.0},
-        },
-        precision="32-true",
-    )
-    lines = diagnose(summary)
-    assert len(lines) == 3
-    # 10% of memory used: aim at 70%, so 7x the widest batch's 2048 tokens.
-    assert lines[0].startswith("batch too small for the device: SMs busy 35%")
-    assert "raise data.max_tokens to about 14k" in lines[0]
-    assert lines[1].startswith("memory headroom: at most 8.0 of 80.0 GB used (10%)")
-    assert lines[2].endswith("use trainer.precision=bf16-mixed")
-
-
-def test_diagnose_caps_the_batch_growth_and_falls_back_to_a_factor_without_token_counts() -> None:
-    summary = gpu_summary(
-        metrics={
-            "sm_util": {"mean": 20.0, "p10": 5.0},
-            "mem_used_gb": {"max": 0.5},
-            "mem_total_gb": {"max": 80.0},
-        },
-        batch={"max_padded_tokens": 0},
-    )
-    assert "raise the batch size about 8x" in diagnose(summary)[0]
-
-
-def test_diagnose_advises_fp16_on_a_gpu_without_bf16() -> None:
-    summary = gpu_summary(precision="32-true", bf16_supported=False)
-    assert diagnose(summary) == [
-        "fp32 training (precision 32-true) on a GPU without bf16 -> use trainer.precision=16-mixed"
-    ]
-
-
-def test_diagnose_flags_validation_that_eats_the_run() -> None:
-    summary = gpu_summary(
-        time={"data_wait_fraction": 0.0, "compute_fraction": 0.6, "validation_fraction": 0.4}
-    )
-    assert "trainer.val_check_interval" in diagnose(summary)[0]
-
-
-def test_diagnose_flags_time_lost_between_steps() -> None:
-    summary = gpu_summary(
-        time={
-            "data_wait_fraction": 0.05,
-            "compute_fraction": 0.6,
-            "validation_fraction": 0.0,
-            "overhead_fraction": 0.35,
-        }
-    )
-    line = diagnose(summary)[0]
-    assert line.startswith("step overhead: 35% of training time")
-    assert "trainer.log_every_n_steps" in line
-
-
-def test_diagnose_gives_no_gpu_advice_for_a_cpu_run() -> None:
-    summary = {
-        "backend": "psutil",
-        "metrics": {"cpu_percent": {"mean": 95.0, "p10": 80.0}},
-        "time": {"data_wait_fraction": 0.01, "compute_fraction": 0.99, "validation_fraction": 0.0},
-        "precision": "32-true",
-    }
-    assert diagnose(summary) == ["no bottleneck found in the step-time split"]
-
-
 def test_a_non_positive_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         UtilizationMonitor(interval_s=0)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_nvml_sampler_sees_a_matmul_load() -> None:
-    from spellfix.callbacks.gpu_monitor import default_sampler
-
-    device = torch.device("cuda", 0)
-    sampler, fallback_reason = default_sampler(device)
-    assert fallback_reason is None and sampler.backend == "nvml"
-    left = torch.randn(8192, 8192, device=device)
-    readings = []
-    for _ in range(20):
-        for _ in range(20):
-            left = torch.tanh(left @ left)
-        readings.append(sampler.sample()[0])
-    torch.cuda.synchronize()
-    sampler.close()
-    assert max(reading["sm_util"] for reading in readings) > 0
-    assert all(0 < reading["mem_used_gb"] <= reading["mem_total_gb"] for reading in readings)
 
 
 @pytest.mark.gpu

@@ -18,7 +18,6 @@ from callback_toys import (
     toy_batches,
 )
 
-from spellfix.callbacks import ThroughputMonitor, TokenCounts, count_tokens
 from spellfix.callbacks.flops import (
     Seq2SeqShape,
     compute_precision,
@@ -26,6 +25,7 @@ from spellfix.callbacks.flops import (
     measured_cpu_peak_flops,
     training_flops,
 )
+from spellfix.callbacks.throughput import ThroughputMonitor, TokenCounts, count_tokens
 
 
 def test_count_tokens_matches_a_hand_count_of_a_padded_batch() -> None:

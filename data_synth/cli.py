@@ -10,16 +10,14 @@ stderr and a non-zero exit instead of a traceback.
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from data_synth.app import Interrupted, hydra_app
 from data_synth.build import build_dataset, load_dataset_dir, read_manifest
 from data_synth.corpus import CorpusError
 from data_synth.noise.profile import NoiseConfigError
-from data_synth.paths import CONF_DIR
 
 _BAR_WIDTH = 30
 
@@ -59,16 +57,13 @@ def summary(path: Path, show_examples: int) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="synth", version_base="1.3")
+@hydra_app("synth", "spellfix-synth", user_errors=(CorpusError, NoiseConfigError, OSError))
 def main(cfg: DictConfig) -> None:
+    """``spellfix-synth``: bad input ends in one line on stderr and exit status 2."""
     try:
         synthesize(cfg)
-    except (CorpusError, NoiseConfigError, OSError) as error:
-        print(f"spellfix-synth: error: {error}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
-        print(f"spellfix-synth: interrupted; {cfg.output_dir} was not written", file=sys.stderr)
-        sys.exit(130)
+        raise Interrupted(f"interrupted; {cfg.output_dir} was not written") from None
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from data_synth.app import UserConfigError
 from data_synth.build import build_dataset, dataset_fingerprint, load_dataset_dir
 from data_synth.cli import summary
-from data_synth.noise.model import NoiseModel
-from spellfix.config import UserConfigError
+from data_synth.noise import NoiseModel
 
 LABEL_PAD = -100  # ignored by the loss
 

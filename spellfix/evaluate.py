@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from data_synth.app import UserConfigError, hydra_app
 from data_synth.corpus import CorpusError, read_pairs
 from data_synth.files import write_json_atomic, write_text_atomic
-from data_synth.paths import CONF_DIR
 from spellfix.baselines import load_system
-from spellfix.config import UserConfigError, checked_main, rename_model_argument
 from spellfix.metrics import compute_metrics, normalize
 
 RESULTS_JSON = "eval_results.json"
@@ -272,16 +270,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {**results, "json_path": str(json_path), "markdown_path": str(markdown_path)}
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
-@checked_main("eval")
-def _hydra_entry(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
-
-def main() -> None:
+@hydra_app("eval", "spellfix-eval", model_argument="system")
+def main(cfg: DictConfig) -> None:
     """``spellfix-eval``: bad input ends in one line on stderr and exit status 2."""
-    rename_model_argument("system")
-    _hydra_entry()
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_synth.app import UserConfigError, compose_checked
 from data_synth.corpus import CorpusError
-from spellfix.config import UserConfigError
 
 ROOT_ENV = "SPELLFIX_SM_ROOT"
 MASTER_ADDR_ENV = "SPELLFIX_SM_MASTER_ADDR"
@@ -283,24 +283,11 @@ def is_global_zero(job: TrainingJob, environ: Mapping[str, str]) -> bool:
 
 
 def compose_train_config(overrides: list[str]):
-    """The ``train`` config with ``overrides``, type-checked like ``spellfix-train`` does."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from data_synth.paths import CONF_DIR
-    from spellfix.config import check_override_types
-
-    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
-    values = [item for item in overrides if item.partition("=")[0] not in groups]
+    """The ``train`` config with ``overrides``, checked as ``spellfix-train`` checks it."""
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-            check_override_types(cfg, "train", values)
-    except (HydraException, OmegaConfBaseException) as error:
-        reason = " ".join(str(error).split())
-        raise SageMakerJobError(f"bad hyperparameter: {reason}") from None
-    return cfg
+        return compose_checked("train", overrides)
+    except UserConfigError as error:
+        raise SageMakerJobError(f"bad hyperparameter: {error}") from None
 
 
 def publish(job: TrainingJob, run_dir: Path, formats: list[str]) -> None:

@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import hydra
 import psutil
 from omegaconf import DictConfig
 
+from data_synth.app import UserConfigError, hydra_app
 from data_synth.files import staged_directory
 from data_synth.paths import CONF_DIR
-from spellfix.config import UserConfigError, checked_main
 from spellfix.export.triton import TritonConfigError, check_repository
 
 DEFAULT_PYTHON_ENV = CONF_DIR.parent / ".venv" / "triton-python"
@@ -462,20 +461,10 @@ def serve(cfg: DictConfig, stop_event: threading.Event | None = None) -> int:
     return 0
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="serve", version_base="1.3")
-@checked_main("serve")
-def _hydra_entry(cfg: DictConfig) -> None:
-    try:
-        code = serve(cfg)
-    except TritonConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
-
-
-def main() -> None:
+@hydra_app("serve", "spellfix-serve", user_errors=(TritonConfigError,))
+def main(cfg: DictConfig) -> int:
     """``spellfix-serve repository=<dir> [http_port=8000 grpc_port=8001 metrics_port=8002]``."""
-    _hydra_entry()
+    return serve(cfg)
 
 
 if __name__ == "__main__":

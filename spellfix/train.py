@@ -1,7 +1,7 @@
 """``train(cfg)``: from a composed config to a saved model directory.
 
 The function is plain so tests and other entry points (SageMaker, notebooks) call it
-with a composed config; ``main`` is the ``@hydra.main`` shim behind ``spellfix-train``.
+with a composed config; ``main`` is the Hydra shim (``data_synth.app``) behind ``spellfix-train``.
 Steps, in order: seed; find or synthesize the dataset; load or train the tokenizer;
 build the data module, the model, the callbacks, the loggers and the Trainer; fit
 (resuming when asked); save the best checkpoint as an HF directory ``<run_dir>/model``;
@@ -14,16 +14,13 @@ dataset cache, the tokenizer) or done by rank zero only.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pickle
 import shutil
 import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +35,14 @@ from rich.console import Console
 from rich.table import Table
 
 import spellfix
+from data_synth.app import Interrupted, UserConfigError, hydra_app
 from data_synth.build import load_dataset_dir
 from data_synth.corpus import resolve_source
 from data_synth.files import atomic_path, staged_directory, write_json_atomic
-from data_synth.paths import CONF_DIR
 from spellfix.calibrate import CalibrationReport, calibrate
 from spellfix.callbacks import build_callbacks
 from spellfix.callbacks.batch_size import ThroughputTuner, load_search
 from spellfix.callbacks.samples import log_model_artifact
-from spellfix.config import Interrupted, UserConfigError, check_output_dirs, checked_main
 from spellfix.correct import read_catalog
 from spellfix.data import SpellDataModule, resolve_dataset_dir
 from spellfix.decoding import CATALOG_FILE, LEXICON_FILE, DecodingSettings, save_settings
@@ -261,6 +257,16 @@ def batch_size_tuner(cfg: DictConfig, run_dir: Path, resume: str | None) -> Call
     return ThroughputTuner(run_dir, **options)
 
 
+def _wandb_offline() -> bool:
+    """W&B stays offline unless the environment explicitly asks for ``WANDB_MODE=online``
+    (``conf/logger/wandb.yaml`` reads this as ``${spellfix.wandb_offline:}``)."""
+    return os.environ.get("WANDB_MODE", "offline") != "online"
+
+
+if not OmegaConf.has_resolver("spellfix.wandb_offline"):
+    OmegaConf.register_new_resolver("spellfix.wandb_offline", _wandb_offline)
+
+
 def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
     if not cfg.get("logger"):
         return []
@@ -444,7 +450,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from spellfix.decoding import Lexicon
 
         module.catalog = Lexicon.load(lexicon_path.parent / CATALOG_FILE)
-    callbacks = build_callbacks(cfg.callbacks, run_dir, checkpoint_dir)
+    callbacks = build_callbacks(cfg.callbacks)  # they write to cfg.paths, pinned above
     tuner = batch_size_tuner(cfg, run_dir, resume)
     if tuner:
         callbacks.insert(0, tuner)
@@ -522,31 +528,14 @@ def remove_failed_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def main() -> None:
-    """``spellfix-train``: an output directory that cannot be made is named in one line."""
-    check_output_dirs(sys.argv[1:])
-    _hydra_main()
+def _remove_this_failed_run() -> None:
+    if not _is_launched_rank():  # a launched rank's directory belongs to rank zero
+        remove_failed_run(Path(HydraConfig.get().runtime.output_dir))
 
 
-def _removes_failed_run(body: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
-    """Around the config checks too: a run refused for its config leaves no directory."""
-
-    @functools.wraps(body)
-    def run(cfg: DictConfig) -> None:
-        try:
-            body(cfg)
-        except BaseException:
-            if not _is_launched_rank():
-                remove_failed_run(Path(HydraConfig.get().runtime.output_dir))
-            raise
-
-    return run
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-@_removes_failed_run
-@checked_main("train")
-def _hydra_main(cfg: DictConfig) -> None:
+@hydra_app("train", "spellfix-train", on_failure=_remove_this_failed_run)
+def main(cfg: DictConfig) -> None:
+    """``spellfix-train``: bad input ends in one line on stderr and exit status 2."""
     train(cfg)
 
 

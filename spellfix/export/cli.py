@@ -17,12 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from data_synth.app import Interrupted, hydra_app
 from data_synth.files import staged_directory
-from data_synth.paths import CONF_DIR
-from spellfix.config import checked_main, rename_model_argument
 from spellfix.export.onnx import MANIFEST_FORMAT, export_onnx
 from spellfix.export.ort_runner import MANIFEST_NAME
 from spellfix.export.validation import ExportValidationError, builtin_validation_queries
@@ -187,26 +185,23 @@ def _print_summary(summary: dict) -> None:
             print(f"    verified: {line}")
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
-@checked_main("export")  # a value of the wrong type is refused in one line, before any work
-def _hydra_entry(cfg: DictConfig) -> None:
+@hydra_app(
+    "export",
+    "spellfix-export",
+    # The loaders and the exporter raise these for a model or setting the user named.
+    user_errors=(ValueError, KeyError, TypeError, ImportError),
+    model_argument="model_path",
+)
+def main(cfg: DictConfig) -> int | None:
+    """``spellfix-export``; ``model=<x>`` is passed on as ``model_path=<x>`` (see the config)."""
     try:
         export(cfg)
     except ExportValidationError as error:
         print(f"spellfix-export: validation failed, nothing written: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (ValueError, FileNotFoundError, KeyError, TypeError, ImportError) as error:
-        print(f"spellfix-export: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 1
     except KeyboardInterrupt:
-        print(f"spellfix-export: interrupted; {cfg.output_dir} was not written", file=sys.stderr)
-        raise SystemExit(130) from None
-
-
-def main() -> None:
-    """``spellfix-export``; ``model=<x>`` is passed on as ``model_path=<x>`` (see the config)."""
-    rename_model_argument("model_path")
-    _hydra_entry()
+        raise Interrupted(f"interrupted; {cfg.output_dir} was not written") from None
+    return None
 
 
 if __name__ == "__main__":

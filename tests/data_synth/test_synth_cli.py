@@ -62,9 +62,10 @@ def test_cli_infers_the_format_from_the_path_alone(tmp_path):
             "binary",
         ),
         # Wrong types: random.Random("abc") would accept the seed and build another dataset.
-        ({}, ["build.seed=abc"], "build.seed='abc': expected a whole number >= 0"),
+        ({}, ["build.seed=abc"], "build.seed='abc': expected int like the default 0"),
         ({}, ["build.num_proc=0"], "build.num_proc=0: expected a whole number >= 1 or null"),
-        ({}, ["build.overwrite=maybe"], "build.overwrite: expected true or false, got 'maybe'"),
+        ({}, ["build.overwrite=maybe"], "build.overwrite='maybe': expected bool like the default"),
+        ({}, ["noise=qwerty"], "Available options in 'noise': default, keyboard, phonetic"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, files, overrides, message):

@@ -152,8 +152,8 @@ def check_override_types(
             continue
         if key.startswith("hydra."):
             continue
-        default = OmegaConf.select(reference, key, throw_on_missing=False)
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        default = OmegaConf.select(reference, key, throw_on_resolution_failure=False)
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
         if isinstance(default, DictConfig) or not _compatible(default, value):
             expected = type(default).__name__
             raise ConfigTypeError(

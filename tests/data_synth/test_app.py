@@ -73,6 +73,13 @@ def test_a_good_command_line_composes_without_hydra_settings():
     assert "hydra" not in cfg
 
 
+def test_overriding_a_key_whose_default_names_the_hydra_run_dir_is_checked_fine(tmp_path):
+    # eval's output_dir defaults to ${hydra:runtime.output_dir}, which only a running
+    # Hydra app can resolve; the check before Hydra starts must not try to.
+    cfg = compose_checked("eval", [f"output_dir={tmp_path}", "limit=5"])
+    assert cfg.output_dir == str(tmp_path) and cfg.limit == 5
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_refuses_an_unknown_key_in_one_line(command, tmp_path):
     run_dir = tmp_path / "run"

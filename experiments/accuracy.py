@@ -30,7 +30,6 @@ it; the budget is the bar there.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import re
@@ -38,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_synth import corpus
 from experiments.common import write_results
 from spellfix.baselines import load_system
 from spellfix.decoding import DecodingSettings
@@ -60,17 +60,18 @@ class TestSet:
 
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-    return [row[0] for row in rows], [row[1] for row in rows]
+    """(misspelled, correct) columns, read as ``spellfix-eval`` and training read them."""
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="")
+    return typed, correct
 
 
 def titles_with_artists(count: int = TITLES) -> list[str]:
-    path = SHARED / "music" / "billboard_hot100_1997_2021.tsv"
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    titles, artists, _ = corpus.read_pairs(
+        SHARED / "music" / "billboard_hot100_1997_2021.tsv", ("title", "artist"), fix=""
+    )
+    rows = list(zip(titles, artists, strict=True))
     picked = random.Random(0).sample(rows, min(count, len(rows)))
-    return [f"{row[0]} {row[1]}" for row in picked]
+    return [f"{title} {artist}" for title, artist in picked]
 
 
 def shared_test_sets() -> list[TestSet]:

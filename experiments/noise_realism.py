@@ -11,13 +11,13 @@ the profile as it was before it was tuned against them.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from data_synth.noise.model import NoiseModel
+from data_synth import corpus
+from data_synth.noise import NoiseModel
 from data_synth.paths import CONF_DIR
 from data_synth.stats import PairStats, comparison_table, pair_stats
 from experiments.common import write_results
@@ -83,9 +83,8 @@ for search queries (the `search_queries` profile uses them heavily).
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [(row["misspelled"], row["correct"]) for row in rows]
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="")
+    return list(zip(typed, correct, strict=True))
 
 
 def generated_stats(config: dict, clean_words: list[str], seed: int) -> PairStats:

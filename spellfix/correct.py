@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                 **overrides,
             )
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError, OSError) as error:
-        print(f"spellfix-correct: {error}", file=sys.stderr)
+        print(f"spellfix-correct: error: {error}", file=sys.stderr)
         return 2
     if args.queries:
         for correction in corrector.corrections(args.queries):

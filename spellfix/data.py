@@ -206,6 +206,7 @@ def split_real_pairs(
         path,
         pairs_columns=(columns.get("source", "misspelled"), columns.get("target", "correct")),
         columns_key="data.pairs_columns",
+        path_key="data.pairs",
     )
     if raw is None:  # checking the file only
         return {}

@@ -49,18 +49,20 @@ def load_pairs(
     split: str = "test",
     limit: int | None = None,
     columns_key: str = "pairs_columns",
+    path_key: str = "pairs",
 ) -> Pairs:
     """Read pairs from a TSV/CSV file with a header row or a ``data_synth`` dataset dir.
 
-    Columns are ``(source, target)`` header names; ``columns_key`` is the setting that
-    names them, for the error when a file lacks one. A directory is read with
-    ``datasets.load_from_disk`` and its ``split`` is used. A file is read by the corpus
-    reader, so lines it cannot use are counted (``Pairs.dropped``) rather than fatal.
+    Columns are ``(source, target)`` header names; ``path_key`` and ``columns_key`` are
+    the settings that name the file and its columns, for the errors that say what to fix.
+    A directory is read with ``datasets.load_from_disk`` and its ``split`` is used. A file
+    is read by the corpus reader, so lines it cannot use are counted (``Pairs.dropped``)
+    rather than fatal.
     """
     path = Path(path)
     if not path.exists():
         raise EvalInputError(
-            f"pairs path {path} does not exist; set pairs=<TSV/CSV file or dataset dir>"
+            f"{path_key}={path} does not exist; set {path_key}=<TSV/CSV file or dataset dir>"
         )
     if limit is not None and limit < 1:
         raise EvalInputError(f"limit must be a positive number of pairs or null, got {limit}")

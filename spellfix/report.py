@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             print(compare_runs(args.run_dirs, args.output))
     except (ReportError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"spellfix-report: error: {error}", file=sys.stderr)
         sys.exit(2)
 
 

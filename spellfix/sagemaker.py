@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(error, UserConfigError | FileNotFoundError | CorpusError):
             traceback.print_exc()  # a bug or an environment problem: keep the evidence
         path = write_failure(root, error)
-        print(f"error: {path.read_text().strip()}", file=sys.stderr)
+        print(f"spellfix-sagemaker: error: {path.read_text().strip()}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -190,7 +190,8 @@ def test_a_missing_empty_or_binary_catalog_is_named_in_one_line(
     result = _cli(channel_onnx_dir, "--catalog", str(catalog), "teh best")
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and str(catalog) in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("spellfix-correct: error: "), lines
+    assert str(catalog) in lines[0]
 
 
 def test_a_catalog_makes_its_titles_preferred(channel_onnx_dir, tmp_path):

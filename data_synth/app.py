@@ -25,7 +25,7 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -159,6 +159,27 @@ def check_override_types(
             raise ConfigTypeError(
                 f"{key}={override.value()!r}: expected {expected} like the default {default!r}"
             )
+
+
+def instantiate_checked(
+    node: Any, key: str, refusals: tuple[type[BaseException], ...] = (), **kwargs: Any
+) -> Any:
+    """``hydra.utils.instantiate``, with a constructor's refusal of its arguments reported
+    as ``UserConfigError`` naming the config key.
+
+    ``trainer.precision=17`` reaches Lightning's ``Trainer``, which raises ``ValueError``;
+    Hydra wraps it in an ``InstantiationException`` whose traceback says nothing a user
+    can act on. ``ValueError``, ``TypeError`` (an argument the class does not take) and
+    ``refusals`` (a library's own, such as Lightning's ``MisconfigurationException``)
+    count as the user's; anything else is a bug and keeps its traceback.
+    """
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (ValueError, TypeError, *refusals)):
+            raise
+        message = " ".join(str(error.__cause__).split())
+        raise UserConfigError(f"{key}: {message}") from error
 
 
 def rename_model_argument(new_key: str) -> None:

@@ -45,6 +45,7 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
     (scratch / "latin1.txt").write_bytes("café crème\nnaïve song\nthird one\n".encode("latin-1"))
     (scratch / "songs.csv").write_text("title,artist\nSong A,Artist A\nSong B,Artist B\n")
     (scratch / "pairs_wrong.tsv").write_text("typo\tfix\nteh\tthe\n")
+    (scratch / "pairs.tsv").write_text("misspelled\tcorrect\nteh\tthe\nbeatels\tbeatles\n")
     notes = scratch / "mine"
     notes.mkdir()
     (notes / "notes.txt").write_text("keep me")
@@ -133,6 +134,8 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
         ("train: missing checkpoint", train("ckpt_path=/nonexistent.ckpt")),
         ("train: deepspeed on a CPU machine", train("trainer=deepspeed_zero2")),
         ("train: unwritable output dir", train("paths.output_dir=/proc/spellfix")),
+        ("train: trainer.precision=17", train("trainer.precision=17")),
+        ("train: a callback's argument refused", train("callbacks.utilization.interval_s=0")),
         (
             "export: missing model",
             export_("model=/nonexistent", "output_dir=exp_out", **gone_export),
@@ -164,6 +167,7 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
             "correct: --device cuda on a CPU build",
             correct("--model", str(model), "--device", "cuda", "x"),
         ),
+        ("correct: --device gpu", correct(*onnx, "--device", "gpu", "x")),
         (
             "correct: --backend onnx on a model dir",
             correct("--model", str(model), "--backend", "onnx", "x"),
@@ -188,7 +192,11 @@ def build_cases(model: Path, export: Path, scratch: Path) -> list[tuple[str, Cas
             "eval: pairs file without the columns",
             Case("spellfix-eval", ["model=identity", "pairs=pairs_wrong.tsv"]),
         ),
-        ("eval: missing model", Case("spellfix-eval", ["model=/nonexistent", "pairs=songs.csv"])),
+        ("eval: missing model", Case("spellfix-eval", ["model=/nonexistent", "pairs=pairs.tsv"])),
+        (
+            "eval: device=gpu",
+            Case("spellfix-eval", [f"model={model}", "pairs=pairs.tsv", "device=gpu"]),
+        ),
         ("serve: missing repository", Case("spellfix-serve", ["repository=/nonexistent"])),
         (
             "serve: an export dir, not a repository",

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -244,26 +245,35 @@ def _require_export_dir(path: Path, backend: str) -> None:
         )
 
 
+class DeviceError(ValueError):
+    """A device this machine, or this build of torch or onnxruntime, cannot run on."""
+
+
 def _onnx_providers(device: str) -> list[str]:
     import onnxruntime as ort
 
     if device == "cpu":
         return ["CPUExecutionProvider"]
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise DeviceError(f"device={device!r}: not a device; use cpu, cuda or cuda:<index>")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeError(
+        raise DeviceError(
             f"device={device!r} needs onnxruntime's CUDA provider; install onnxruntime-gpu"
         )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def _check_device(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"--device {device}: this torch build sees no CUDA GPU; use --device cpu"
-            )
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise DeviceError(
+            f"device={device!r}: not a device torch knows; use cpu, cuda or cuda:<index>"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device={device!r}: this torch build sees no CUDA GPU; use cpu")
 
 
 def _load_torch(path: Path, settings: DecodingSettings | None, **options):

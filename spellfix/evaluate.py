@@ -22,6 +22,7 @@ from data_synth.app import UserConfigError, hydra_app
 from data_synth.corpus import CorpusError, read_pairs
 from data_synth.files import write_json_atomic, write_text_atomic
 from spellfix.baselines import load_system
+from spellfix.correct import DeviceError
 from spellfix.metrics import compute_metrics, normalize
 
 RESULTS_JSON = "eval_results.json"
@@ -272,7 +273,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {**results, "json_path": str(json_path), "markdown_path": str(markdown_path)}
 
 
-@hydra_app("eval", "spellfix-eval", model_argument="system")
+@hydra_app("eval", "spellfix-eval", user_errors=(DeviceError,), model_argument="system")
 def main(cfg: DictConfig) -> None:
     """``spellfix-eval``: bad input ends in one line on stderr and exit status 2."""
     evaluate(cfg)

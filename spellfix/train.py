@@ -24,10 +24,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 import spellfix
-from data_synth.app import Interrupted, UserConfigError, hydra_app
+from data_synth.app import Interrupted, UserConfigError, hydra_app, instantiate_checked
 from data_synth.build import load_dataset_dir
 from data_synth.corpus import resolve_source
 from data_synth.files import atomic_path, staged_directory, write_json_atomic
@@ -270,7 +270,10 @@ if not OmegaConf.has_resolver("spellfix.wandb_offline"):
 def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
     if not cfg.get("logger"):
         return []
-    return [hydra.utils.instantiate(section) for section in cfg.logger.values()]
+    return [
+        instantiate_checked(section, f"logger.{name}", (MisconfigurationException,))
+        for name, section in cfg.logger.items()
+    ]
 
 
 # Keys with a fixed set of values: anything else is refused by name, not quietly read as
@@ -454,8 +457,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tuner = batch_size_tuner(cfg, run_dir, resume)
     if tuner:
         callbacks.insert(0, tuner)
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=str(run_dir)
+    trainer: pl.Trainer = instantiate_checked(
+        cfg.trainer,
+        "trainer",
+        (MisconfigurationException,),
+        callbacks=callbacks,
+        logger=build_loggers(cfg),
+        default_root_dir=str(run_dir),
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:

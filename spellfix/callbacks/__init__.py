@@ -9,12 +9,11 @@ so ``train(cfg)``, the SageMaker entrypoint and tests get the same set.
 
 from __future__ import annotations
 
-import hydra
-from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from data_synth.app import UserConfigError
+from data_synth.app import UserConfigError, instantiate_checked
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -34,10 +33,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
             continue
         if "_target_" not in arguments:
             raise UserConfigError(f"callbacks.{name}: no _target_ naming the callback to build")
-        try:
-            callbacks.append(hydra.utils.instantiate(arguments))
-        except InstantiationException as error:
-            if not isinstance(error.__cause__, ValueError):
-                raise
-            raise UserConfigError(f"callbacks.{name}: {error.__cause__}") from error
+        callbacks.append(
+            instantiate_checked(arguments, f"callbacks.{name}", (MisconfigurationException,))
+        )
     return callbacks

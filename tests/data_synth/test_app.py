@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
 
-from data_synth.app import ConfigTypeError, UserConfigError, compose_checked
+from data_synth.app import ConfigTypeError, UserConfigError, compose_checked, instantiate_checked
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # command -> the module behind its console script
@@ -95,3 +96,22 @@ def test_every_command_refuses_an_unknown_key_in_one_line(command, tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{command}: error: no_such_key: no such key")
     assert not any(run_dir.iterdir()), "nothing is written for a refused command line"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"precision": 17}, "trainer: Precision 17 is invalid. Allowed precision values:"),
+        ({"max_step": 3}, "trainer: Trainer.__init__() got an unexpected keyword argument"),
+    ],
+)
+def test_a_constructor_refusing_its_config_is_named_in_one_line(arguments, message):
+    node = {"_target_": "lightning.pytorch.Trainer", **arguments}
+    with pytest.raises(UserConfigError) as refused:
+        instantiate_checked(node, "trainer")
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_a_constructor_failing_for_another_reason_keeps_its_traceback():
+    with pytest.raises(InstantiationException):  # a bug, not a setting: not made one line
+        instantiate_checked({"_target_": "json.load", "fp": None}, "loader")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spellfix.correct import Corrector
+from spellfix.correct import Corrector, DeviceError
 
 pytestmark = pytest.mark.slow
 QUERIES = ["queen bohemian rhapsody", "news podcasts", "beyoncé halo", "coldplay yellow"]
@@ -205,9 +205,21 @@ def test_a_catalog_makes_its_titles_preferred(channel_onnx_dir, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cli_device_cuda_without_cuda_is_refused_in_one_line(tiny_channel_dir):
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", "device='cuda': this torch build sees no CUDA GPU; use cpu"),
+        ("gpu", "device='gpu': not a device torch knows; use cpu, cuda or cuda:<index>"),
+    ],
+)
+def test_cli_a_device_it_cannot_run_on_is_refused_in_one_line(tiny_channel_dir, device, message):
     command = [sys.executable, "-m", "spellfix.correct", "--model", str(tiny_channel_dir)]
-    result = subprocess.run([*command, "--device", "cuda", "teh best"], capture_output=True)
+    result = subprocess.run([*command, "--device", device, "teh best"], capture_output=True)
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "cuda" in lines[0], lines
+    assert lines == [f"spellfix-correct: error: {message}"]
+
+
+def test_the_onnx_backend_refuses_a_device_name_it_does_not_know(channel_onnx_dir):
+    with pytest.raises(DeviceError, match="device='gpu': not a device; use cpu, cuda"):
+        Corrector.from_pretrained(channel_onnx_dir, backend="onnx", device="gpu")

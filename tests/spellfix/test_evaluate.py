@@ -284,3 +284,16 @@ def test_model_directory_is_scored_on_the_corrector_output(
     expected = compute_metrics(pairs.sources, corrector.correct(pairs.sources), pairs.references)
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, nan_ok=True), key
+
+
+def test_a_device_name_torch_does_not_know_is_refused_in_one_line(
+    pairs_file: Path, tmp_path: Path, tiny_model_dir: Path
+):
+    from spellfix.correct import DeviceError
+
+    cfg = compose_eval(
+        f"pairs={pairs_file}", f"system={tiny_model_dir}", "device=gpu", f"output_dir={tmp_path}"
+    )
+    with pytest.raises(DeviceError, match="device='gpu': not a device torch knows"):
+        evaluate(cfg)
+    assert not (tmp_path / "eval_results.json").exists()

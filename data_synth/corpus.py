@@ -236,6 +236,8 @@ def read_corpus(cfg: Mapping[str, Any]) -> Corpus:
             f"{report.summary()}: most lines are not valid {cfg['encoding']}; if the file is "
             "Latin-1 (Windows-1252), set corpus.encoding=latin-1"
         )
+    if not texts and report.read == 0:
+        raise CorpusError(f"{location}: empty; there is nothing to read")
     if not texts:
         raise CorpusError(
             f"{report.summary()}: no queries left after filtering; check corpus.columns/field "

@@ -113,6 +113,8 @@ def test_max_queries_stops_early_and_says_so(corpus_config):
         ("songs.csv", b"title,artist\nHalo,Beyonce\n", {"columns": ["song"]}, "no column 'song'"),
         ("blob.txt", b"\x00\x01\x02binary\x00", {}, "looks like a binary file"),
         ("tiny.txt", b"a\nb\n\n", {}, "no queries left after filtering"),
+        ("empty.txt", b"", {}, r"empty.txt: empty; there is nothing to read"),
+        ("empty.csv", b"", {}, r"empty.csv: empty; a CSV/TSV file needs a header row"),
         ("songs.xlsx", b"PK", {}, r"cannot tell the format from suffix '.xlsx'"),
     ],
 )

@@ -252,6 +252,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise EvalInputError(
             "output_dir is not set and there is no Hydra run dir; set output_dir=<dir>"
         )
+    for key in ("batch_size", "num_beams"):
+        if cfg[key] < 1:
+            raise EvalInputError(f"{key}={cfg[key]}: expected a whole number >= 1")
     system_names = _system_names(cfg)
     pairs = load_pairs(
         cfg.pairs,

@@ -145,6 +145,11 @@ def export(cfg: DictConfig) -> dict:
             f"output_dir={output} exists and is not a spellfix export; overwrite=true only "
             "replaces an earlier export: choose another output_dir"
         )
+    if cfg.validation.num_queries < 1:  # 0 would quietly fall back to the built-in 200
+        raise ExportConfigError(
+            f"validation.num_queries={cfg.validation.num_queries}: validation is always on; "
+            "give at least 1 query"
+        )
     if "tensorrt" in cfg.formats and cfg.onnx.precision == "int8":
         raise ExportConfigError(
             "formats=[tensorrt] needs onnx.precision=fp32 or fp16: TensorRT does not read "

@@ -140,6 +140,8 @@ def test_data_synth_dataset_directory_uses_the_test_split(tmp_path: Path):
         (["pairs_columns.target=fixed"], "no column 'fixed'"),
         (["pairs={missing}"], "does not exist"),
         (["system=null"], "no system to evaluate"),
+        (["batch_size=0"], "batch_size=0: expected a whole number >= 1"),
+        (["num_beams=-1"], "num_beams=-1: expected a whole number >= 1"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(

@@ -112,6 +112,11 @@ def test_cli_with_zero_tolerance_exits_nonzero_and_writes_nothing(tiny_model_dir
         (["model=/nonexistent"], "spellfix-export: error: model=/nonexistent does not exist"),
         # Checked before the model is read: export fails fast, whatever else is wrong.
         (["model=/nonexistent", "onnx.opset=abc"], "onnx.opset='abc': expected int like"),
+        # 0 used to fall back to the 200 built-in queries: a skipped check it did not skip.
+        (
+            [f"model={Path(__file__).parent}", "validation.num_queries=0"],
+            "validation.num_queries=0: validation is always on; give at least 1 query",
+        ),
     ],
 )
 def test_cli_rejects_bad_arguments_in_one_line(tmp_path, arguments, message):

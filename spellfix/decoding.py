@@ -129,7 +129,8 @@ class DecodingSettings:
                 "a noisy-channel model only chooses among lexicon words and the input's own"
             )
         lowest = min(self.apply_threshold, self.isolated_word_apply_threshold)
-        if not 0 <= self.suggest_threshold <= lowest <= max(self.apply_threshold, 1):
+        highest = max(self.apply_threshold, self.isolated_word_apply_threshold)
+        if not 0 <= self.suggest_threshold <= lowest <= highest <= 1:
             raise ValueError(
                 "decoding thresholds must satisfy 0 <= suggest_threshold <= apply_threshold <= 1"
             )

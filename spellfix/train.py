@@ -287,6 +287,15 @@ CHOICES = {
     "decoding.constraint": ("lexicon", "catalog", "none"),
     "tuner.batch_size": (None, "auto"),
 }
+# Numbers with a floor, (floor, whether the floor itself is allowed): below it a run fails
+# late, deep in numpy or torch (seed=-1, lr=-1), or trains on empty inputs (length 0).
+FLOORS = {
+    "seed": (0, True),
+    "model.optim.lr": (0, False),
+    "model.optim.weight_decay": (0, True),
+    "data.max_source_length": (1, True),
+    "data.max_target_length": (1, True),
+}
 
 
 def check_choices(cfg: DictConfig) -> None:
@@ -296,6 +305,11 @@ def check_choices(cfg: DictConfig) -> None:
         if value not in allowed:
             names = ", ".join("null" if a is None else str(a) for a in allowed)
             raise UserConfigError(f"{key}={value!r}: choose one of {names}")
+    for key, (floor, inclusive) in FLOORS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (value < floor or (value == floor and not inclusive)):
+            bound = ">=" if inclusive else ">"
+            raise UserConfigError(f"{key}={value!r}: expected a number {bound} {floor}")
     optim = cfg.model.optim
     if float(optim.get("warmup_ratio", 0.0)) > 0 and int(optim.get("warmup_steps", 0)) > 0:
         raise UserConfigError(

@@ -224,6 +224,11 @@ def test_deepspeed_on_cpu_fails_in_one_line(tmp_path: Path) -> None:
         ("data.noise_mode=dynmic", "data.noise_mode='dynmic': choose one of static, dynamic"),
         ("model.optim.warmup_ratio=0.1", "both set the warmup; set one of them to 0"),
         ("decoding.max_candidates=0", "decoding.max_candidates must be >= 1, got 0"),
+        # These failed late with a numpy/torch traceback, or trained on empty inputs.
+        ("seed=-1", "seed=-1: expected a number >= 0"),
+        ("model.optim.lr=-1", "model.optim.lr=-1: expected a number > 0"),
+        ("data.max_source_length=0", "data.max_source_length=0: expected a number >= 1"),
+        ("decoding.apply_threshold=2", "0 <= suggest_threshold <= apply_threshold <= 1"),
     ],
 )
 def test_a_value_outside_its_choices_or_in_conflict_is_refused(tmp_path, override, message):

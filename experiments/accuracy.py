@@ -61,13 +61,13 @@ class TestSet:
 
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """(misspelled, correct) columns, read as ``spellfix-eval`` and training read them."""
-    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="")
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="the ../shared/data files name them so")
     return typed, correct
 
 
 def titles_with_artists(count: int = TITLES) -> list[str]:
     titles, artists, _ = corpus.read_pairs(
-        SHARED / "music" / "billboard_hot100_1997_2021.tsv", ("title", "artist"), fix=""
+        SHARED / "music" / "billboard_hot100_1997_2021.tsv", ("title", "artist"), fix="the ../shared/data files name them so"
     )
     rows = list(zip(titles, artists, strict=True))
     picked = random.Random(0).sample(rows, min(count, len(rows)))

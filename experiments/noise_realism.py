@@ -83,7 +83,7 @@ for search queries (the `search_queries` profile uses them heavily).
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
-    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="")
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="the ../shared/data files name them so")
     return list(zip(typed, correct, strict=True))
 
 

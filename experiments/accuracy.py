@@ -59,15 +59,19 @@ class TestSet:
     change_budget: float = 0.01  # for correct text: the share of inputs allowed to change
 
 
+# How a shared data file without the expected columns is fixed (reported on error).
+SHARED_COLUMNS = "the ../shared/data files name them so"
+
+
 def read_pairs(path: Path) -> tuple[list[str], list[str]]:
     """(misspelled, correct) columns, read as ``spellfix-eval`` and training read them."""
-    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="the ../shared/data files name them so")
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix=SHARED_COLUMNS)
     return typed, correct
 
 
 def titles_with_artists(count: int = TITLES) -> list[str]:
     titles, artists, _ = corpus.read_pairs(
-        SHARED / "music" / "billboard_hot100_1997_2021.tsv", ("title", "artist"), fix="the ../shared/data files name them so"
+        SHARED / "music" / "billboard_hot100_1997_2021.tsv", ("title", "artist"), fix=SHARED_COLUMNS
     )
     rows = list(zip(titles, artists, strict=True))
     picked = random.Random(0).sample(rows, min(count, len(rows)))

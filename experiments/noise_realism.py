@@ -82,8 +82,12 @@ for search queries (the `search_queries` profile uses them heavily).
 """
 
 
+# How a shared data file without the expected columns is fixed (reported on error).
+SHARED_COLUMNS = "the ../shared/data files name them so"
+
+
 def read_pairs(path: Path) -> list[tuple[str, str]]:
-    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix="the ../shared/data files name them so")
+    typed, correct, _ = corpus.read_pairs(path, ("misspelled", "correct"), fix=SHARED_COLUMNS)
     return list(zip(typed, correct, strict=True))
 
 
